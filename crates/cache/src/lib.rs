@@ -1,0 +1,1 @@
+//! iommu-cache (being built).

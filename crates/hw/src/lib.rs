@@ -1,0 +1,1 @@
+//! iommu-hw (being built).

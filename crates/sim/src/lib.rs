@@ -1,0 +1,1 @@
+//! iommu-sim (being built).

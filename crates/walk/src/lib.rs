@@ -1,0 +1,1 @@
+//! iommu-walk (being built).
