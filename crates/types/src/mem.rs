@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use crate::Hpa;
 
 /// A memory access could not be performed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum MemError {
     /// No memory backs the address (a master abort on real hardware).
     #[error("no memory at {0}")]

@@ -8,6 +8,16 @@ use iommu_types::{Pasid, PhysMem};
 
 use super::LookupFault;
 
+/// A PASID entry and the fault-processing-disable state that qualifies the
+/// faults of the walk that follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PasidLookup {
+    /// The decoded entry.
+    pub entry: PasidEntryRepr,
+    /// FPD of the context entry, the directory entry or the PASID entry.
+    pub fpd: bool,
+}
+
 /// The PASID entry of `pasid` under a scalable context entry, with the FPD
 /// that applies to faults of the walk that follows (context, directory or
 /// PASID entry FPD).
@@ -24,7 +34,7 @@ pub fn lookup<M: PhysMem + ?Sized>(
     ctx: &ScalableContextRepr,
     pasid: Pasid,
     caps: &Caps,
-) -> Result<PasidEntryRepr, LookupFault> {
+) -> Result<PasidLookup, LookupFault> {
     let mut fpd = ctx.fpd;
     let dir_entries = 1u64 << (ctx.pdts + 7);
     if (pasid.raw() as u64 >> 6) >= dir_entries {
@@ -48,11 +58,12 @@ pub fn lookup<M: PhysMem + ?Sized>(
     let pe = PasidEntry(w);
     // The entry's own FPD qualifies faults found in it, when it is present.
     let fpd_here = fpd || (pe.present() && pe.get(PasidEntry::FPD) != 0);
-    pe.decode(caps).map_err(|e| match e {
-        PasidEntryError::NotPresent => LookupFault::new(R::PasidEntryNotPresent, fpd),
-        PasidEntryError::Reserved => LookupFault::new(R::PasidEntryReserved, fpd_here),
-        PasidEntryError::Invalid(_) => LookupFault::new(R::PasidEntryInvalid, fpd_here),
-    })
+    match pe.decode(caps) {
+        Ok(entry) => Ok(PasidLookup { entry, fpd: fpd_here }),
+        Err(PasidEntryError::NotPresent) => Err(LookupFault::new(R::PasidEntryNotPresent, fpd)),
+        Err(PasidEntryError::Reserved) => Err(LookupFault::new(R::PasidEntryReserved, fpd_here)),
+        Err(PasidEntryError::Invalid(_)) => Err(LookupFault::new(R::PasidEntryInvalid, fpd_here)),
+    }
 }
 
 #[cfg(test)]
@@ -94,7 +105,7 @@ mod tests {
     fn pass_through_entry_is_found() {
         let p = Pasid::new(0x41);
         let r = lookup(&mem_with_pt_entry(p), &ctx(0), p, &caps()).unwrap();
-        assert_eq!(r.config, PasidConfig::PassThrough);
+        assert_eq!(r.entry.config, PasidConfig::PassThrough);
     }
 
     /// VT-d §9.4: PDTS=0 declares 2^7 directory entries; PASID 128·64 is beyond.

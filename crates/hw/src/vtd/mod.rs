@@ -1,0 +1,256 @@
+//! The Intel VT-d unit model (VT-d chapters 3–7 and 11).
+//!
+//! ```text
+//!  MMIO (RegisterBus) ──▶ regfile ──▶ GCMD/GSTS handshakes, CCMD/IOTLB,
+//!                          │          inv_queue (QI), fault log, PRQ regs
+//!  device DMA ──▶ translate: context cache → PASID cache → IOTLB
+//!                          │   miss: walk (iommu-walk) → fill
+//!                          └── fault: fault_log (FRCD, FSTS, fault event)
+//!  PRI device ──▶ page_req: PRQ in memory, PPR/PRO, page-request event
+//!  ATS device ──▶ ats: translation completions, device TLB
+//! ```
+//!
+//! Locking: the translation configuration that `translate` needs (root
+//! table address, mode, TE) is one atomic word; caches lock one set at a
+//! time; the register file (and with it the fault log and the queues) sits
+//! behind one mutex that only MMIO accesses, fault recording and page
+//! requests take.
+
+mod ats;
+pub mod config;
+mod fault_log;
+mod inv_queue;
+mod page_req;
+mod regfile;
+mod translate;
+
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use iommu_cache::{mix, CacheKey, Iotlb, TaggedCache};
+use iommu_format::vtd::inv_desc::ResponseCode;
+use iommu_format::vtd::regs::Caps;
+use iommu_types::{InterruptSink, Pasid, PhysMem, SourceId};
+use iommu_walk::vtd::context::Context;
+use iommu_walk::vtd::pasid::PasidLookup;
+
+pub use ats::AtsCompletion;
+pub use config::{ImplChoices, IqeRestart, VtdConfig};
+pub use page_req::PrqOutcome;
+pub use regfile::REGISTER_WINDOW;
+pub use translate::{DmaError, Request, Translated, VtdFault};
+
+/// Context-cache key: the source-id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SidKey(u16);
+
+impl CacheKey for SidKey {
+    fn set_hash(&self) -> u64 {
+        mix(self.0 as u64)
+    }
+}
+
+/// PASID-cache key: (source-id, PASID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PasidKey {
+    sid: u16,
+    pasid: u32,
+}
+
+impl CacheKey for PasidKey {
+    fn set_hash(&self) -> u64 {
+        mix((self.sid as u64) << 20 | self.pasid as u64)
+    }
+}
+
+/// A page group response the unit delivered to a device (VT-d §7.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PageGroupResponse {
+    /// The device it is addressed to.
+    pub rid: SourceId,
+    /// PASID of the group.
+    pub pasid: Option<Pasid>,
+    /// Page request group index.
+    pub prgi: u16,
+    /// Response code.
+    pub code: ResponseCode,
+    /// Whether the unit generated it itself (PRQ overflow or a refused
+    /// request) rather than software through the invalidation queue.
+    pub by_hardware: bool,
+}
+
+/// Register state behind the register-file lock.
+#[derive(Debug)]
+struct Regs {
+    gsts: u32,
+    rtaddr: u64,
+    ccmd: u64,
+    iva: u64,
+    iotlb: u64,
+    /// The write-1-to-clear bits of FSTS (PPF and FRI are derived).
+    fsts: u32,
+    fectl: u32,
+    fedata: u32,
+    feaddr: u32,
+    feuaddr: u32,
+    iqh: u64,
+    iqt: u64,
+    iqa: u64,
+    ics: u32,
+    iectl: u32,
+    iedata: u32,
+    ieaddr: u32,
+    ieuaddr: u32,
+    iqercd: u64,
+    pqh: u64,
+    pqt: u64,
+    pqa: u64,
+    prs: u32,
+    pectl: u32,
+    pedata: u32,
+    peaddr: u32,
+    peuaddr: u32,
+    /// Fault recording registers (CAP.NFR + 1 of them).
+    frcd: Box<[[u64; 2]]>,
+    /// Index of the next fault recording register hardware writes.
+    fr_next: usize,
+}
+
+/// Counters a report can print.
+#[derive(Debug, Default)]
+pub struct UnitStats {
+    /// Translations served.
+    pub translations: AtomicU64,
+    /// Faults recorded in a fault recording register.
+    pub faults_recorded: AtomicU64,
+    /// Faults dropped: FPD, or the fault log overflowed.
+    pub faults_suppressed: AtomicU64,
+    /// Invalidation descriptors executed.
+    pub descriptors: AtomicU64,
+    /// Page requests queued.
+    pub page_requests: AtomicU64,
+    /// Page-group responses dropped because devices did not collect them.
+    pub responses_dropped: AtomicU64,
+}
+
+/// One VT-d remapping unit over memory `M`, raising interrupts on `I`.
+#[derive(Debug)]
+pub struct VtdUnit<M, I> {
+    mem: M,
+    irq: I,
+    cfg: VtdConfig,
+    caps: Caps,
+    /// `RTA | TTM << 10 | TE`: what translation needs, readable without a lock.
+    active: AtomicU64,
+    regs: Mutex<Regs>,
+    ctx_cache: TaggedCache<SidKey, Context>,
+    pasid_cache: TaggedCache<PasidKey, PasidLookup>,
+    iotlb: Iotlb,
+    devtlb: Iotlb,
+    responses: Mutex<VecDeque<PageGroupResponse>>,
+    /// Counters.
+    pub stats: UnitStats,
+}
+
+impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
+    /// A unit in its reset state: translation and queued invalidation
+    /// disabled, every register at its reset value, caches empty.
+    pub fn new(cfg: VtdConfig, mem: M, irq: I) -> Self {
+        let caps = Caps::new(cfg.cap, cfg.ecap);
+        let regs = Regs {
+            gsts: 0,
+            rtaddr: 0,
+            ccmd: 0,
+            iva: 0,
+            iotlb: 0,
+            fsts: 0,
+            fectl: iommu_format::vtd::regs::ectl::IM,
+            fedata: 0,
+            feaddr: 0,
+            feuaddr: 0,
+            iqh: 0,
+            iqt: 0,
+            iqa: 0,
+            ics: 0,
+            iectl: iommu_format::vtd::regs::ectl::IM,
+            iedata: 0,
+            ieaddr: 0,
+            ieuaddr: 0,
+            iqercd: 0,
+            pqh: 0,
+            pqt: 0,
+            pqa: 0,
+            prs: 0,
+            pectl: iommu_format::vtd::regs::ectl::IM,
+            pedata: 0,
+            peaddr: 0,
+            peuaddr: 0,
+            frcd: vec![[0u64; 2]; caps.fault_record_count()].into_boxed_slice(),
+            fr_next: 0,
+        };
+        Self {
+            ctx_cache: TaggedCache::new(cfg.context_cache.0, cfg.context_cache.1, cfg.policy),
+            pasid_cache: TaggedCache::new(cfg.pasid_cache.0, cfg.pasid_cache.1, cfg.policy),
+            iotlb: Iotlb::new(cfg.iotlb.0, cfg.iotlb.1, cfg.policy),
+            devtlb: Iotlb::new(cfg.device_tlb.0, cfg.device_tlb.1, cfg.policy),
+            responses: Mutex::new(VecDeque::with_capacity(cfg.max_pending_responses)),
+            mem,
+            irq,
+            caps,
+            cfg,
+            active: AtomicU64::new(0),
+            regs: Mutex::new(regs),
+            stats: UnitStats::default(),
+        }
+    }
+
+    /// The memory the unit reads tables from and DMA goes to.
+    pub fn mem(&self) -> &M {
+        &self.mem
+    }
+
+    /// The interrupt sink.
+    pub fn irq(&self) -> &I {
+        &self.irq
+    }
+
+    /// The decoded capabilities.
+    pub fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VtdConfig {
+        &self.cfg
+    }
+
+    /// The IOTLB (statistics, tests).
+    pub fn iotlb(&self) -> &Iotlb {
+        &self.iotlb
+    }
+
+    fn regs(&self) -> std::sync::MutexGuard<'_, Regs> {
+        // Register state is updated field by field under the lock and every
+        // path leaves it consistent, so a poisoned lock is still usable.
+        self.regs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the page-group responses addressed to `rid` (a device model
+    /// collects them; VT-d §7.7).
+    pub fn take_responses(&self, rid: SourceId) -> Vec<PageGroupResponse> {
+        let mut q = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        let (mine, rest): (Vec<_>, Vec<_>) = q.drain(..).partition(|r| r.rid == rid);
+        q.extend(rest);
+        mine
+    }
+
+    fn push_response(&self, r: PageGroupResponse) {
+        let mut q = self.responses.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= self.cfg.max_pending_responses {
+            q.pop_front();
+            self.stats.responses_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        q.push_back(r);
+    }
+}
