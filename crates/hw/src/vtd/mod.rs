@@ -254,3 +254,6 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
         q.push_back(r);
     }
 }
+
+#[cfg(test)]
+mod tests;
