@@ -3,6 +3,8 @@
 //! `format`, so every layer can use it as a dev-dependency.
 #![forbid(unsafe_code)]
 
+pub mod vtd;
+
 use std::collections::HashMap;
 
 use iommu_format::vtd::pte::{FsPte, PteRepr, SsPte};

@@ -150,6 +150,18 @@ impl VtdConfig {
     }
 }
 
+impl VtdConfig {
+    /// The same configuration with CAP.CM (caching mode, VT-d §6.1) set or
+    /// clear. Caching mode tells software that not-present and erroneous
+    /// entries may be cached, so it must invalidate after every change;
+    /// a vIOMMU reports it so that the VMM sees every table update.
+    #[must_use]
+    pub fn caching_mode(mut self, on: bool) -> Self {
+        self.cap = Cap([self.cap]).with(Cap::CM, on as u64).0[0];
+        self
+    }
+}
+
 impl Default for VtdConfig {
     fn default() -> Self {
         Self::full_featured()
