@@ -22,7 +22,7 @@ mod iotlb;
 mod set_assoc;
 
 pub use gen::{GenStamp, Generations};
-pub use iotlb::{Iotlb, IotlbEntry, IotlbKey, SpaceMatch, NO_SPACE};
+pub use iotlb::{Iotlb, IotlbEntry, IotlbKey, RangeFilter, SpaceMatch, NO_SPACE};
 pub use set_assoc::{CacheStats, Policy, TaggedCache};
 
 /// A cache key: hashable to choose a set.

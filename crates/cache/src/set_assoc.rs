@@ -1,6 +1,5 @@
 //! A bounded set-associative cache with per-set locks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::{CacheKey, GenStamp, Generations};
@@ -33,19 +32,22 @@ struct Set<K, V> {
     slots: Vec<Option<Slot<K, V>>>,
     tick: u64,
     rng: u64,
+    /// Counters of this set, updated under its lock (so the hot path
+    /// touches no shared cache line).
+    stats: CacheStats,
 }
 
 /// Hit/miss/fill/eviction counters.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CacheStats {
     /// Lookups that hit.
-    pub hits: AtomicU64,
+    pub hits: u64,
     /// Lookups that missed (including stale generations).
-    pub misses: AtomicU64,
+    pub misses: u64,
     /// Entries filled.
-    pub fills: AtomicU64,
+    pub fills: u64,
     /// Valid entries evicted by the replacement policy.
-    pub evictions: AtomicU64,
+    pub evictions: u64,
 }
 
 /// A cache of `sets × ways` entries. See the crate docs for the cost model.
@@ -54,8 +56,6 @@ pub struct TaggedCache<K, V> {
     sets: Box<[Mutex<Set<K, V>>]>,
     policy: Policy,
     gens: Generations,
-    /// Counters (relaxed; for reports and tests).
-    pub stats: CacheStats,
 }
 
 impl<K: CacheKey, V: Copy> TaggedCache<K, V> {
@@ -75,13 +75,26 @@ impl<K: CacheKey, V: Copy> TaggedCache<K, V> {
                         slots: vec![None; ways],
                         tick: 0,
                         rng: seed.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+                        stats: CacheStats::default(),
                     })
                 })
                 .collect(),
             policy,
             gens: Generations::new(4096),
-            stats: CacheStats::default(),
         }
+    }
+
+    /// The counters summed over every set.
+    pub fn stats(&self) -> CacheStats {
+        (0..self.sets.len()).fold(CacheStats::default(), |a, i| {
+            let s = self.lock(i).stats;
+            CacheStats {
+                hits: a.hits + s.hits,
+                misses: a.misses + s.misses,
+                fills: a.fills + s.fills,
+                evictions: a.evictions + s.evictions,
+            }
+        })
     }
 
     /// Total capacity in entries.
@@ -109,20 +122,23 @@ impl<K: CacheKey, V: Copy> TaggedCache<K, V> {
         set.tick += 1;
         let tick = set.tick;
         let lru = self.policy == Policy::Lru;
+        let mut found = None;
         for slot in set.slots.iter_mut().flatten() {
             if slot.key == *key {
-                if !self.gens.valid(slot.stamp, slot.domain, slot.space) {
-                    break;
+                if self.gens.valid(slot.stamp, slot.domain, slot.space) {
+                    if lru {
+                        slot.tick = tick;
+                    }
+                    found = Some(slot.value);
                 }
-                if lru {
-                    slot.tick = tick;
-                }
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                return Some(slot.value);
+                break;
             }
         }
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        None
+        match found {
+            Some(_) => set.stats.hits += 1,
+            None => set.stats.misses += 1,
+        }
+        found
     }
 
     /// Caches `value` for `key`, tagged with `domain` and `space`. Replaces
@@ -141,7 +157,7 @@ impl<K: CacheKey, V: Copy> TaggedCache<K, V> {
         let way = match free {
             Some(w) => w,
             None => {
-                self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+                set.stats.evictions += 1;
                 match self.policy {
                     Policy::Lru | Policy::Fifo => set
                         .slots
@@ -161,7 +177,7 @@ impl<K: CacheKey, V: Copy> TaggedCache<K, V> {
             }
         };
         set.slots[way] = Some(slot);
-        self.stats.fills.fetch_add(1, Ordering::Relaxed);
+        set.stats.fills += 1;
     }
 
     /// Invalidates everything (constant time).
@@ -180,12 +196,13 @@ impl<K: CacheKey, V: Copy> TaggedCache<K, V> {
     }
 
     /// Removes the entries of the set `probe` hashes to for which `pred`
-    /// holds; cost: one set. Returns how many were removed.
-    pub fn invalidate_in_set(&self, probe: &K, mut pred: impl FnMut(&K, u16, Option<u32>) -> bool) -> usize {
+    /// (key, value, domain tag) holds; cost: one set. Returns how many were
+    /// removed.
+    pub fn invalidate_in_set(&self, probe: &K, mut pred: impl FnMut(&K, &V, u16) -> bool) -> usize {
         let mut set = self.lock(self.set_index(probe));
         let mut n = 0;
         for s in set.slots.iter_mut() {
-            if s.as_ref().is_some_and(|x| pred(&x.key, x.domain, x.space)) {
+            if s.as_ref().is_some_and(|x| pred(&x.key, &x.value, x.domain)) {
                 *s = None;
                 n += 1;
             }
@@ -194,12 +211,12 @@ impl<K: CacheKey, V: Copy> TaggedCache<K, V> {
     }
 
     /// Removes every entry for which `pred` holds; cost: the whole cache.
-    pub fn invalidate_where(&self, mut pred: impl FnMut(&K, u16, Option<u32>) -> bool) -> usize {
+    pub fn invalidate_where(&self, mut pred: impl FnMut(&K, &V, u16) -> bool) -> usize {
         let mut n = 0;
         for i in 0..self.sets.len() {
             let mut set = self.lock(i);
             for s in set.slots.iter_mut() {
-                if s.as_ref().is_some_and(|x| pred(&x.key, x.domain, x.space)) {
+                if s.as_ref().is_some_and(|x| pred(&x.key, &x.value, x.domain)) {
                     *s = None;
                     n += 1;
                 }
@@ -257,7 +274,7 @@ mod tests {
         c.lookup(&K(1));
         c.fill(K(3), 0, None, 3);
         assert_eq!((c.lookup(&K(1)), c.lookup(&K(2)), c.lookup(&K(3))), (Some(1), None, Some(3)));
-        assert_eq!(c.stats.evictions.load(Ordering::Relaxed), 1);
+        assert_eq!(c.stats().evictions, 1);
     }
 
     #[test]
@@ -288,6 +305,6 @@ mod tests {
         c.invalidate_domain(5);
         c.fill(K(3), 0, None, 3);
         assert_eq!(c.lookup(&K(2)), Some(2));
-        assert_eq!(c.stats.evictions.load(Ordering::Relaxed), 0);
+        assert_eq!(c.stats().evictions, 0);
     }
 }

@@ -263,8 +263,6 @@ fn four_threads_translating_through_one_unit_all_get_correct_results() {
             });
             let wrong: Vec<String> = wrong.into_iter().flatten().collect();
             assert!(wrong.is_empty(), "{} (small IOTLB: {small_iotlb}): {wrong:#?}", kind.name());
-            let translations = s.unit.stats.translations.load(std::sync::atomic::Ordering::Relaxed);
-            assert_eq!(translations, THREADS * (ROUNDS * PAGES) as u64, "{}", kind.name());
         }
     }
 }

@@ -222,15 +222,16 @@ pub fn run(out: &mut impl Write) -> std::io::Result<()> {
     }
 
     writeln!(out)?;
-    let s = u.iotlb().cache();
+    let c = u.iotlb().cache();
+    let s = c.stats();
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     writeln!(
         out,
         "IOTLB: {} entries capacity, {} hits, {} misses, {} fills; faults recorded {}",
-        s.capacity(),
-        ld(&s.stats.hits),
-        ld(&s.stats.misses),
-        ld(&s.stats.fills),
+        c.capacity(),
+        s.hits,
+        s.misses,
+        s.fills,
         ld(&u.stats.faults_recorded)
     )?;
     Ok(())

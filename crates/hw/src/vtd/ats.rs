@@ -34,7 +34,7 @@ pub enum AtsCompletion {
     Unsupported(FaultReason),
 }
 
-const DEVTLB_KIND: u8 = 0;
+const DEVTLB_FLAGS: u8 = 0;
 
 impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
     /// An ATS translation request. On success the result is cached in the
@@ -66,15 +66,10 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
         // fault-log side effects.
         match self.resolve(&req, active) {
             Ok(t) => {
-                let entry = IotlbEntry { frame: t.frame, perm: t.perm, user: true, dirty: true };
-                self.devtlb.fill(
-                    sid.raw(),
-                    pasid.map_or(iommu_cache::NO_SPACE, |p| p.raw()),
-                    DEVTLB_KIND,
-                    addr.raw(),
-                    t.size,
-                    entry,
-                );
+                let space = pasid.map_or(iommu_cache::NO_SPACE, |p| p.raw());
+                let entry = IotlbEntry { frame: t.frame, perm: t.perm, user: true, dirty: true, kind: 0, space };
+                // The device TLBs are tagged by requester: the domain tag is the source-id.
+                self.devtlb.fill(sid.raw(), space, DEVTLB_FLAGS, sid.raw(), addr.raw(), t.size, entry);
                 AtsCompletion::Translated { frame: t.frame, size: t.size, perm: t.perm }
             }
             Err(_) => AtsCompletion::NoAccess,
@@ -86,7 +81,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
     /// TLB miss (the device must ask again with a translation request).
     pub fn device_tlb_lookup(&self, sid: SourceId, pasid: Option<Pasid>, addr: Iova, access: Access) -> Option<Hpa> {
         let space = pasid.map_or(iommu_cache::NO_SPACE, |p| p.raw());
-        let (e, size) = self.devtlb.lookup(sid.raw(), space, DEVTLB_KIND, addr.raw())?;
+        let (e, size) = self.devtlb.lookup(sid.raw(), space, DEVTLB_FLAGS, addr.raw())?;
         e.perm.allows(access).then(|| Hpa::new(e.frame.raw() | (addr.raw() & (size.bytes() - 1))))
     }
 }

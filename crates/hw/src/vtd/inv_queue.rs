@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use iommu_cache::SpaceMatch;
+use iommu_cache::{RangeFilter, SpaceMatch};
 use iommu_format::vtd::inv_desc::{
     ContextCacheScope, InvDesc, InvDescriptor, IotlbScope, PasidCacheScope, PasidIotlbScope,
 };
@@ -111,7 +111,8 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
                 PasidIotlbScope::AllNonGlobal => self.iotlb.invalidate_space(did.raw(), pasid.raw()),
                 PasidIotlbScope::Page { addr, am, .. } => {
                     self.check_am(am)?;
-                    self.iotlb.invalidate_range(did.raw(), SpaceMatch::Only(pasid.raw()), FS_KINDS, addr.raw(), am);
+                    let f = RangeFilter { domain: did.raw(), space: SpaceMatch::Only(pasid.raw()), kinds: FS_KINDS };
+                    self.iotlb.invalidate_range(f, addr.raw(), am);
                 }
             },
             InvDescriptor::PasidCache { did, scope } => match scope {
@@ -168,7 +169,8 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             IotlbScope::Domain(did) => self.iotlb.invalidate_domain(did.raw()),
             IotlbScope::Page { did, addr, am, .. } => {
                 self.check_am(am)?;
-                self.iotlb.invalidate_range(did.raw(), SpaceMatch::Any, SS_KINDS, addr.raw(), am);
+                let f = RangeFilter { domain: did.raw(), space: SpaceMatch::Any, kinds: SS_KINDS };
+                self.iotlb.invalidate_range(f, addr.raw(), am);
             }
         }
         Ok(())
@@ -178,6 +180,6 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
     /// the lowest clear bit of ADDR[63:12] gives the range.
     fn invalidate_devtlb(&self, sid: u16, spaces: SpaceMatch, addr: u64, size: bool) {
         let am = if size { ((addr >> 12).trailing_ones() + 1).min(52) as u8 } else { 0 };
-        self.devtlb.invalidate_range(sid, spaces, u32::MAX, addr, am);
+        self.devtlb.invalidate_range(RangeFilter { domain: sid, space: spaces, kinds: u32::MAX }, addr, am);
     }
 }

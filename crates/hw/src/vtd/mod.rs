@@ -120,8 +120,6 @@ struct Regs {
 /// Counters a report can print.
 #[derive(Debug, Default)]
 pub struct UnitStats {
-    /// Translations served.
-    pub translations: AtomicU64,
     /// Faults recorded in a fault recording register.
     pub faults_recorded: AtomicU64,
     /// Faults dropped: FPD, or the fault log overflowed.

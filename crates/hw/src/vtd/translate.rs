@@ -103,10 +103,24 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
     /// # Errors
     /// [`VtdFault`] with the architectural reason.
     pub fn translate(&self, req: &Request) -> Result<Translated, VtdFault> {
-        self.stats.translations.fetch_add(1, Ordering::Relaxed);
         let active = self.active.load(Ordering::Acquire);
         if active & TE_BIT == 0 {
             return Ok(identity(req.addr, false));
+        }
+        // Fast path: the IOTLB is found by the request itself, so a hit
+        // needs neither the context nor the PASID cache. This is sound
+        // because VT-d §6.5 requires software to invalidate the IOTLB after
+        // changing any context or PASID entry a translation came from.
+        let a = req.addr.raw();
+        let space = req.pasid.map_or(NO_SPACE, |p| p.raw());
+        if let Some((e, size)) = self.iotlb.lookup(req.sid.raw(), space, access_flags(req.access), a) {
+            let access = req.access;
+            if e.perm.allows(access) && (access.privileged || e.user) && (!access.write || e.dirty) {
+                let out = Hpa::new(e.frame.raw() | (a & (size.bytes() - 1)));
+                if !in_interrupt_range(out) {
+                    return Ok(Translated { addr: out, frame: e.frame, size, perm: e.perm, cached: true });
+                }
+            }
         }
         match self.resolve(req, active) {
             Ok(t) => Ok(t),
@@ -198,7 +212,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
                 }
                 let levels = agaw_levels(c.aw as u64).unwrap_or(3);
                 let ss = self.ss_walk_params(c.slptptr, levels, false);
-                self.cached_walk(c.did.raw(), NO_SPACE, KIND_SS, req, req.access, c.fpd, false, || {
+                self.walk_and_fill(c.did.raw(), NO_SPACE, KIND_SS, req, req.access, c.fpd, false, || {
                     page::ss_walk(&self.mem, &ss, a, req.access)
                 })
             }
@@ -216,14 +230,14 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
                     PasidConfig::PassThrough => Ok(identity(req.addr, false)),
                     PasidConfig::SecondStage(SecondStageCfg { root, levels, .. }) => {
                         let ss = self.ss_walk_params(root, levels, true);
-                        self.cached_walk(did, NO_SPACE, KIND_SS, req, access, fpd, true, || {
+                        self.walk_and_fill(did, NO_SPACE, KIND_SS, req, access, fpd, true, || {
                             page::ss_walk(&self.mem, &ss, a, access)
                         })
                     }
                     PasidConfig::FirstStage(fs) => {
                         check_request_enables(&fs, access, fpd)?;
                         let w = self.fs_walk_params(&fs);
-                        self.cached_walk(did, p.raw(), KIND_FS, req, access, fpd, true, || {
+                        self.walk_and_fill(did, p.raw(), KIND_FS, req, access, fpd, true, || {
                             page::fs_only(&self.mem, &w, a, access)
                         })
                     }
@@ -231,7 +245,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
                         check_request_enables(&fs, access, fpd)?;
                         let w = self.fs_walk_params(&fs);
                         let s = self.ss_walk_params(ss.root, ss.levels, true);
-                        self.cached_walk(did, p.raw(), KIND_NESTED, req, access, fpd, true, || {
+                        self.walk_and_fill(did, p.raw(), KIND_NESTED, req, access, fpd, true, || {
                             page::nested(&self.mem, &w, &s, a, access)
                         })
                     }
@@ -240,8 +254,12 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
         }
     }
 
+    /// Walks and fills the IOTLB entry the fast path of
+    /// [`VtdUnit::translate`] looks for. `space` is the address space the
+    /// translation is made in (the PASID for first-stage and nested
+    /// translations, [`NO_SPACE`] for second-stage-only ones).
     #[allow(clippy::too_many_arguments)]
-    fn cached_walk(
+    fn walk_and_fill(
         &self,
         did: u16,
         space: u32,
@@ -253,24 +271,15 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
         walk: impl FnOnce() -> Result<Translation, WalkFault>,
     ) -> Result<Translated, Refusal> {
         let a = req.addr.raw();
-        let intr = if scalable { R::SmInterruptAddress } else { R::InterruptAddress };
-        if let Some((e, size)) = self.iotlb.lookup(did, space, kind, a) {
-            let usable = e.perm.allows(access) && (access.privileged || e.user) && (!access.write || e.dirty);
-            if usable {
-                let out = Hpa::new(e.frame.raw() | (a & (size.bytes() - 1)));
-                if in_interrupt_range(out) {
-                    return Err((intr, fpd));
-                }
-                return Ok(Translated { addr: out, frame: e.frame, size, perm: e.perm, cached: true });
-            }
-        }
         let t = walk().map_err(|f| (walk_fault_reason(&f, scalable, access), fpd))?;
         let out = t.output(a);
         if in_interrupt_range(out) {
+            let intr = if scalable { R::SmInterruptAddress } else { R::InterruptAddress };
             return Err((intr, fpd));
         }
-        let entry = IotlbEntry { frame: t.frame, perm: t.perm, user: t.user, dirty: t.dirty };
-        self.iotlb.fill(did, space, kind, a, t.size, entry);
+        let entry = IotlbEntry { frame: t.frame, perm: t.perm, user: t.user, dirty: t.dirty, kind, space };
+        let req_space = req.pasid.map_or(NO_SPACE, |p| p.raw());
+        self.iotlb.fill(req.sid.raw(), req_space, access_flags(req.access), did, a, t.size, entry);
         Ok(Translated { addr: out, frame: t.frame, size: t.size, perm: t.perm, cached: false })
     }
 
@@ -327,6 +336,13 @@ fn check_request_enables(fs: &FirstStageCfg, access: Access, fpd: bool) -> Resul
         return Err((R::EreClear, fpd));
     }
     Ok(())
+}
+
+/// The request's access class as IOTLB key flags: translations made for
+/// privileged or execute requests are kept apart, since the checks that
+/// admitted them (SRE, ERE, WPE) differ.
+const fn access_flags(a: Access) -> u8 {
+    (a.privileged as u8) | (a.exec as u8) << 1
 }
 
 fn in_interrupt_range(out: Hpa) -> bool {
