@@ -4,8 +4,8 @@
 use std::sync::atomic::Ordering;
 
 use iommu_format::vtd::fault::{FaultAccess, FaultInfo, FaultReason};
-use iommu_format::vtd::regs::{ectl, fsts};
-use iommu_types::{InterruptSink, Iova, Msi, PhysMem};
+use iommu_format::vtd::regs::fsts;
+use iommu_types::{InterruptSink, Iova, PhysMem};
 
 use super::{Regs, Request, VtdUnit};
 
@@ -35,19 +35,9 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
         };
         let counter = if recorded { &self.stats.faults_recorded } else { &self.stats.faults_suppressed };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.fault_event(&mut r);
+        // VT-d §7.3: a fault event, held pending (FECTL.IP) while masked.
+        r.fault_event.signal(&self.irq);
         recorded
-    }
-
-    /// VT-d §7.3: signal a fault event, or hold it pending (FECTL.IP) while
-    /// the interrupt is masked.
-    fn fault_event(&self, r: &mut Regs) {
-        if r.fectl & ectl::IM != 0 {
-            r.fectl |= ectl::IP;
-        } else {
-            self.irq.raise(Msi { addr: (r.feuaddr as u64) << 32 | r.feaddr as u64, data: r.fedata });
-            r.fectl &= !ectl::IP;
-        }
     }
 
     /// Index of the first fault recording register holding a fault, if any.

@@ -7,8 +7,8 @@ use iommu_cache::{RangeFilter, SpaceMatch};
 use iommu_format::vtd::inv_desc::{
     ContextCacheScope, InvDesc, InvDescriptor, IotlbScope, PasidCacheScope, PasidIotlbScope,
 };
-use iommu_format::vtd::regs::{ectl, fsts, Cap, Iqa};
-use iommu_types::{Hpa, InterruptSink, Msi, PhysMem};
+use iommu_format::vtd::regs::{fsts, Cap, Iqa};
+use iommu_types::{Hpa, InterruptSink, PhysMem};
 
 use super::translate::{KIND_FS, KIND_NESTED, KIND_SS};
 use super::{PageGroupResponse, Regs, SidKey, VtdUnit};
@@ -100,11 +100,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
                 }
                 if interrupt {
                     r.ics |= 1;
-                    if r.iectl & ectl::IM != 0 {
-                        r.iectl |= ectl::IP;
-                    } else {
-                        self.irq.raise(Msi { addr: (r.ieuaddr as u64) << 32 | r.ieaddr as u64, data: r.iedata });
-                    }
+                    r.inv_event.signal(&self.irq);
                 }
             }
             InvDescriptor::PasidIotlb { did, pasid, scope } => match scope {

@@ -80,6 +80,47 @@ pub struct PageGroupResponse {
     pub by_hardware: bool,
 }
 
+/// One interrupt source's event registers: control (IM, IP), data, address
+/// and upper address (VT-d §11.4.9.2–5 fault events, §11.4.10.5–8
+/// invalidation completion events, §11.4.11.5–8 page request events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EventRegs {
+    ctl: u32,
+    data: u32,
+    addr: u32,
+    uaddr: u32,
+}
+
+impl EventRegs {
+    /// Reset state: masked, nothing pending.
+    const RESET: Self = Self { ctl: iommu_format::vtd::regs::ectl::IM, data: 0, addr: 0, uaddr: 0 };
+
+    fn msi(&self) -> iommu_types::Msi {
+        iommu_types::Msi { addr: (self.uaddr as u64) << 32 | self.addr as u64, data: self.data }
+    }
+
+    /// Signals an event: the MSI when unmasked, else the pending bit (IP).
+    fn signal(&mut self, irq: &impl InterruptSink) {
+        use iommu_format::vtd::regs::ectl;
+        if self.ctl & ectl::IM != 0 {
+            self.ctl |= ectl::IP;
+        } else {
+            irq.raise(self.msi());
+        }
+    }
+
+    /// A write of the control register: IM is writable; unmasking with an
+    /// event pending delivers it and clears IP.
+    fn write_ctl(&mut self, v: u32, irq: &impl InterruptSink) {
+        use iommu_format::vtd::regs::ectl;
+        self.ctl = (self.ctl & ectl::IP) | (v & ectl::IM);
+        if self.ctl & (ectl::IM | ectl::IP) == ectl::IP {
+            self.ctl &= !ectl::IP;
+            irq.raise(self.msi());
+        }
+    }
+}
+
 /// Register state behind the register-file lock.
 #[derive(Debug)]
 struct Regs {
@@ -90,27 +131,18 @@ struct Regs {
     iotlb: u64,
     /// The write-1-to-clear bits of FSTS (PPF and FRI are derived).
     fsts: u32,
-    fectl: u32,
-    fedata: u32,
-    feaddr: u32,
-    feuaddr: u32,
+    fault_event: EventRegs,
     iqh: u64,
     iqt: u64,
     iqa: u64,
     ics: u32,
-    iectl: u32,
-    iedata: u32,
-    ieaddr: u32,
-    ieuaddr: u32,
+    inv_event: EventRegs,
     iqercd: u64,
     pqh: u64,
     pqt: u64,
     pqa: u64,
     prs: u32,
-    pectl: u32,
-    pedata: u32,
-    peaddr: u32,
-    peuaddr: u32,
+    prq_event: EventRegs,
     /// Fault recording registers (CAP.NFR + 1 of them).
     frcd: Box<[[u64; 2]]>,
     /// Index of the next fault recording register hardware writes.
@@ -163,27 +195,18 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             iva: 0,
             iotlb: 0,
             fsts: 0,
-            fectl: iommu_format::vtd::regs::ectl::IM,
-            fedata: 0,
-            feaddr: 0,
-            feuaddr: 0,
+            fault_event: EventRegs::RESET,
             iqh: 0,
             iqt: 0,
             iqa: 0,
             ics: 0,
-            iectl: iommu_format::vtd::regs::ectl::IM,
-            iedata: 0,
-            ieaddr: 0,
-            ieuaddr: 0,
+            inv_event: EventRegs::RESET,
             iqercd: 0,
             pqh: 0,
             pqt: 0,
             pqa: 0,
             prs: 0,
-            pectl: iommu_format::vtd::regs::ectl::IM,
-            pedata: 0,
-            peaddr: 0,
-            peuaddr: 0,
+            prq_event: EventRegs::RESET,
             frcd: vec![[0u64; 2]; caps.fault_record_count()].into_boxed_slice(),
             fr_next: 0,
         };

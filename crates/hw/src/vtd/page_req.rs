@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use iommu_format::vtd::fault::FaultReason;
 use iommu_format::vtd::inv_desc::ResponseCode;
 use iommu_format::vtd::page_req::PageRequest;
-use iommu_format::vtd::regs::{ectl, prs, Pqa, TableMode};
-use iommu_types::{Access, Hpa, InterruptSink, Msi, PhysMem};
+use iommu_format::vtd::regs::{prs, Pqa, TableMode};
+use iommu_types::{Access, Hpa, InterruptSink, PhysMem};
 use iommu_walk::vtd::context::Context;
 
 use super::translate::{Request, TE_BIT};
@@ -75,11 +75,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
         }
         r.pqt = next;
         r.prs |= prs::PPR;
-        if r.pectl & ectl::IM != 0 {
-            r.pectl |= ectl::IP;
-        } else {
-            self.irq.raise(Msi { addr: (r.peuaddr as u64) << 32 | r.peaddr as u64, data: r.pedata });
-        }
+        r.prq_event.signal(&self.irq);
         self.stats.page_requests.fetch_add(1, Ordering::Relaxed);
         PrqOutcome::Queued
     }

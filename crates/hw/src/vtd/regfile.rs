@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering;
 
 use iommu_format::vtd::inv_desc::{ContextCacheScope, IotlbScope};
-use iommu_format::vtd::regs::{ectl, fsts, gcmd, offset as o, prs, Ccmd, IotlbReg, Iva, Rtaddr};
-use iommu_types::{BusError, DomainId, InterruptSink, Iova, Msi, PhysMem, RegisterBus, SourceId, Width};
+use iommu_format::vtd::regs::{fsts, gcmd, offset as o, prs, Ccmd, IotlbReg, Iva, Rtaddr};
+use iommu_types::{BusError, DomainId, InterruptSink, Iova, PhysMem, RegisterBus, SourceId, Width};
 
 use super::config::IqeRestart;
 use super::translate::TE_BIT;
@@ -61,27 +61,27 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             o::RTADDR => r.rtaddr,
             o::CCMD => r.ccmd,
             o::FSTS => Self::fsts_value(r) as u64,
-            o::FECTL => r.fectl as u64,
-            o::FEDATA => r.fedata as u64,
-            o::FEADDR => r.feaddr as u64,
-            o::FEUADDR => r.feuaddr as u64,
+            o::FECTL => r.fault_event.ctl as u64,
+            o::FEDATA => r.fault_event.data as u64,
+            o::FEADDR => r.fault_event.addr as u64,
+            o::FEUADDR => r.fault_event.uaddr as u64,
             o::IQH => r.iqh,
             o::IQT => r.iqt,
             o::IQA => r.iqa,
             o::ICS => r.ics as u64,
-            o::IECTL => r.iectl as u64,
-            o::IEDATA => r.iedata as u64,
-            o::IEADDR => r.ieaddr as u64,
-            o::IEUADDR => r.ieuaddr as u64,
+            o::IECTL => r.inv_event.ctl as u64,
+            o::IEDATA => r.inv_event.data as u64,
+            o::IEADDR => r.inv_event.addr as u64,
+            o::IEUADDR => r.inv_event.uaddr as u64,
             o::IQERCD => r.iqercd,
             o::PQH => r.pqh,
             o::PQT => r.pqt,
             o::PQA => r.pqa,
             o::PRS => r.prs as u64,
-            o::PECTL => r.pectl as u64,
-            o::PEDATA => r.pedata as u64,
-            o::PEADDR => r.peaddr as u64,
-            o::PEUADDR => r.peuaddr as u64,
+            o::PECTL => r.prq_event.ctl as u64,
+            o::PEDATA => r.prq_event.data as u64,
+            o::PEADDR => r.prq_event.addr as u64,
+            o::PEUADDR => r.prq_event.uaddr as u64,
             x if x == iro => r.iva,
             x if x == iro + 8 => r.iotlb,
             x if x >= fro => {
@@ -129,16 +129,10 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
                     self.process_queue(r);
                 }
             }
-            o::FECTL => {
-                r.fectl = (r.fectl & ectl::IP) | (v32 & ectl::IM);
-                if r.fectl & ectl::IM == 0 && r.fectl & ectl::IP != 0 {
-                    r.fectl &= !ectl::IP;
-                    self.irq.raise(Msi { addr: (r.feuaddr as u64) << 32 | r.feaddr as u64, data: r.fedata });
-                }
-            }
-            o::FEDATA => r.fedata = v32,
-            o::FEADDR => r.feaddr = v32 & !3,
-            o::FEUADDR => r.feuaddr = v32,
+            o::FECTL => r.fault_event.write_ctl(v32, &self.irq),
+            o::FEDATA => r.fault_event.data = v32,
+            o::FEADDR => r.fault_event.addr = v32 & !3,
+            o::FEUADDR => r.fault_event.uaddr = v32,
             o::IQT => {
                 r.iqt = v & 0x7_FFF0;
                 if r.gsts & gcmd::QIE != 0 && r.fsts & fsts::IQE == 0 {
@@ -148,29 +142,17 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             // IQA may only change while queued invalidation is disabled.
             o::IQA if r.gsts & gcmd::QIE == 0 => r.iqa = v & !0x7F8,
             o::ICS => r.ics &= !(v32 & 1),
-            o::IECTL => {
-                r.iectl = (r.iectl & ectl::IP) | (v32 & ectl::IM);
-                if r.iectl & ectl::IM == 0 && r.iectl & ectl::IP != 0 {
-                    r.iectl &= !ectl::IP;
-                    self.irq.raise(Msi { addr: (r.ieuaddr as u64) << 32 | r.ieaddr as u64, data: r.iedata });
-                }
-            }
-            o::IEDATA => r.iedata = v32,
-            o::IEADDR => r.ieaddr = v32 & !3,
-            o::IEUADDR => r.ieuaddr = v32,
+            o::IECTL => r.inv_event.write_ctl(v32, &self.irq),
+            o::IEDATA => r.inv_event.data = v32,
+            o::IEADDR => r.inv_event.addr = v32 & !3,
+            o::IEUADDR => r.inv_event.uaddr = v32,
             o::PQH => r.pqh = v & 0x7_FFE0,
             o::PQA => r.pqa = v & !0xFF8,
             o::PRS => r.prs &= !(v32 & (prs::PPR | prs::PRO)),
-            o::PECTL => {
-                r.pectl = (r.pectl & ectl::IP) | (v32 & ectl::IM);
-                if r.pectl & ectl::IM == 0 && r.pectl & ectl::IP != 0 {
-                    r.pectl &= !ectl::IP;
-                    self.irq.raise(Msi { addr: (r.peuaddr as u64) << 32 | r.peaddr as u64, data: r.pedata });
-                }
-            }
-            o::PEDATA => r.pedata = v32,
-            o::PEADDR => r.peaddr = v32 & !3,
-            o::PEUADDR => r.peuaddr = v32,
+            o::PECTL => r.prq_event.write_ctl(v32, &self.irq),
+            o::PEDATA => r.prq_event.data = v32,
+            o::PEADDR => r.prq_event.addr = v32 & !3,
+            o::PEUADDR => r.prq_event.uaddr = v32,
             x if x == iro => r.iva = v,
             x if x == iro + 8 => self.iotlb_command(r, v),
             x if x >= fro && (x - fro) % 16 == 8 => {
