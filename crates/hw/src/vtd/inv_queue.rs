@@ -8,7 +8,7 @@ use iommu_format::vtd::inv_desc::{
     ContextCacheScope, InvDesc, InvDescriptor, IotlbScope, PasidCacheScope, PasidIotlbScope,
 };
 use iommu_format::vtd::regs::{fsts, Cap, Iqa};
-use iommu_types::{Hpa, InterruptSink, PhysMem};
+use iommu_types::{Hpa, InterruptSink, PhysMem, SourceId};
 
 use super::translate::{KIND_FS, KIND_NESTED, KIND_SS};
 use super::{PageGroupResponse, Regs, SidKey, VtdUnit};
@@ -27,7 +27,13 @@ mod iqei {
 }
 
 /// Why executing a descriptor failed.
-pub(super) struct IqError(u64);
+pub(super) enum IqError {
+    /// An invalid descriptor or queue: FSTS.IQE with this IQERCD.IQEI code.
+    Invalid(u64),
+    /// A device-TLB invalidation to this source-id timed out: FSTS.ITE with
+    /// IQERCD.ITESID.
+    Timeout(u16),
+}
 
 /// Kinds a second-stage (type 0x2) invalidation applies to.
 const SS_KINDS: u32 = 1 << KIND_SS | 1 << KIND_NESTED;
@@ -52,7 +58,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             r.iqercd = iqei::BAD_TAIL;
             return;
         }
-        while r.fsts & fsts::IQE == 0 && r.iqh != tail {
+        while r.fsts & (fsts::IQE | fsts::ITE) == 0 && r.iqh != tail {
             let head = r.iqh % size;
             let mut w = [0u64; 4];
             let mut fetch_ok = true;
@@ -63,17 +69,27 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
                 }
             }
             let result = if !fetch_ok {
-                Err(IqError(iqei::FETCH))
+                Err(IqError::Invalid(iqei::FETCH))
             } else {
                 match InvDescriptor::decode(&InvDesc(w), desc == 32) {
                     Ok(d) => self.execute(r, &d),
-                    Err(_) => Err(IqError(iqei::INVALID)),
+                    Err(_) => Err(IqError::Invalid(iqei::INVALID)),
                 }
             };
-            if let Err(IqError(code)) = result {
-                r.fsts |= fsts::IQE;
-                r.iqercd = code;
-                return;
+            match result {
+                Ok(()) => {}
+                Err(IqError::Invalid(code)) => {
+                    r.fsts |= fsts::IQE;
+                    r.iqercd = code;
+                    return;
+                }
+                Err(IqError::Timeout(sid)) => {
+                    // The queue parks on the timed-out descriptor; software
+                    // clears ITE and resubmits (as after IQE).
+                    r.fsts |= fsts::ITE;
+                    r.iqercd = (sid as u64) << 32;
+                    return;
+                }
             }
             self.stats.descriptors.fetch_add(1, Ordering::Relaxed);
             r.iqh = (head + desc) % size;
@@ -86,7 +102,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             InvDescriptor::ContextCache(scope) => self.invalidate_context(scope),
             InvDescriptor::Iotlb { scope, .. } => self.invalidate_iotlb(scope)?,
             InvDescriptor::DeviceTlb { sid, addr, size, .. } => {
-                self.invalidate_devtlb(sid.raw(), SpaceMatch::Any, addr.raw(), size);
+                self.invalidate_devtlb(sid, SpaceMatch::Any, addr.raw(), size)?;
             }
             InvDescriptor::InterruptEntryCache { .. } => {
                 // No interrupt remapping is modelled: nothing is cached.
@@ -96,7 +112,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
                 // synchronously, so fence and page-request drain (PD) are
                 // satisfied once every earlier descriptor has run.
                 if let Some((addr, data)) = status {
-                    self.mem.write(addr, &data.to_le_bytes()).map_err(|_| IqError(iqei::STATUS_WRITE))?;
+                    self.mem.write(addr, &data.to_le_bytes()).map_err(|_| IqError::Invalid(iqei::STATUS_WRITE))?;
                 }
                 if interrupt {
                     r.ics |= 1;
@@ -118,7 +134,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             },
             InvDescriptor::PasidDeviceTlb { sid, pasid, global, addr, size, .. } => {
                 let spaces = if global { SpaceMatch::Any } else { SpaceMatch::Only(pasid.raw()) };
-                self.invalidate_devtlb(sid.raw(), spaces, addr.raw(), size);
+                self.invalidate_devtlb(sid, spaces, addr.raw(), size)?;
             }
             InvDescriptor::PageGroupResponse { rid, pasid, code, prgi, .. } => {
                 self.push_response(PageGroupResponse { rid, pasid, prgi, code, by_hardware: false });
@@ -129,7 +145,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
 
     fn check_am(&self, am: u8) -> Result<(), IqError> {
         if am as u64 > self.caps.cap.get(Cap::MAMV) {
-            return Err(IqError(iqei::INVALID));
+            return Err(IqError::Invalid(iqei::INVALID));
         }
         Ok(())
     }
@@ -173,9 +189,14 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
     }
 
     /// Device-TLB invalidation with the PCIe ATS size encoding: with S set,
-    /// the lowest clear bit of ADDR[63:12] gives the range.
-    fn invalidate_devtlb(&self, sid: u16, spaces: SpaceMatch, addr: u64, size: bool) {
+    /// the lowest clear bit of ADDR[63:12] gives the range. An endpoint that
+    /// does not answer makes it time out.
+    fn invalidate_devtlb(&self, sid: SourceId, spaces: SpaceMatch, addr: u64, size: bool) -> Result<(), IqError> {
+        if !self.ats_responsive(sid) {
+            return Err(IqError::Timeout(sid.raw()));
+        }
         let am = if size { ((addr >> 12).trailing_ones() + 1).min(52) as u8 } else { 0 };
-        self.devtlb.invalidate_range(RangeFilter { domain: sid, space: spaces, kinds: u32::MAX }, addr, am);
+        self.devtlb.invalidate_range(RangeFilter { domain: sid.raw(), space: spaces, kinds: u32::MAX }, addr, am);
+        Ok(())
     }
 }

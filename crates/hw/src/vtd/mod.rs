@@ -179,6 +179,9 @@ pub struct VtdUnit<M, I> {
     iotlb: Iotlb,
     devtlb: Iotlb,
     responses: Mutex<VecDeque<PageGroupResponse>>,
+    /// ATS endpoints that do not answer invalidation requests (surprise
+    /// removal, a hung device): their device-TLB invalidations time out.
+    unresponsive: Mutex<Vec<SourceId>>,
     /// Counters.
     pub stats: UnitStats,
 }
@@ -216,6 +219,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             iotlb: Iotlb::new(cfg.iotlb.0, cfg.iotlb.1, cfg.policy),
             devtlb: Iotlb::new(cfg.device_tlb.0, cfg.device_tlb.1, cfg.policy),
             responses: Mutex::new(VecDeque::with_capacity(cfg.max_pending_responses)),
+            unresponsive: Mutex::new(Vec::new()),
             mem,
             irq,
             caps,
@@ -264,6 +268,21 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
         let (mine, rest): (Vec<_>, Vec<_>) = q.drain(..).partition(|r| r.rid == rid);
         q.extend(rest);
         mine
+    }
+
+    /// Marks an ATS endpoint as answering (or not answering) device-TLB
+    /// invalidation requests. Invalidations sent to a device that does not
+    /// answer time out (FSTS.ITE, VT-d §6.5.2.10).
+    pub fn set_ats_responsive(&self, sid: SourceId, responsive: bool) {
+        let mut u = self.unresponsive.lock().unwrap_or_else(|e| e.into_inner());
+        u.retain(|s| *s != sid);
+        if !responsive {
+            u.push(sid);
+        }
+    }
+
+    fn ats_responsive(&self, sid: SourceId) -> bool {
+        !self.unresponsive.lock().unwrap_or_else(|e| e.into_inner()).contains(&sid)
     }
 
     fn push_response(&self, r: PageGroupResponse) {

@@ -135,7 +135,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             o::FEUADDR => r.fault_event.uaddr = v32,
             o::IQT => {
                 r.iqt = v & 0x7_FFF0;
-                if r.gsts & gcmd::QIE != 0 && r.fsts & fsts::IQE == 0 {
+                if r.gsts & gcmd::QIE != 0 && r.fsts & (fsts::IQE | fsts::ITE) == 0 {
                     self.process_queue(r);
                 }
             }

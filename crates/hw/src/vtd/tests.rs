@@ -345,3 +345,23 @@ fn pasid_request_in_legacy_mode_faults_0x31() {
     let req = Request { pasid: Some(Pasid::new(1)), ..read_req(0) };
     assert_eq!(u.translate(&req).unwrap_err().reason, FaultReason::LegacyModePasidRequest);
 }
+
+/// VT-d §6.5.2.10: a device-TLB invalidation to an endpoint that does not
+/// answer times out: FSTS.ITE, IQERCD.ITESID, the queue parked on it.
+#[test]
+fn device_tlb_invalidation_to_unresponsive_endpoint_times_out() {
+    let u = unit();
+    u.set_ats_responsive(SID, false);
+    enable_qi(&u, true, 0);
+    let d = InvDescriptor::DeviceTlb { sid: SID, pfsid: 0, qdep: 0, addr: Iova::new(0), size: false };
+    write_desc(&u, 0, true, &d);
+    write_desc(&u, 1, true, &wait_status(3));
+    w64(&u, o::IQT, 64);
+    assert_eq!(r32(&u, o::FSTS) as u32 & fsts::ITE, fsts::ITE);
+    assert_eq!(r64(&u, o::IQERCD) >> 32 & 0xFFFF, SID.raw() as u64);
+    assert_eq!((r64(&u, o::IQH), u.mem().read_u64(Hpa::new(STATUS)).unwrap()), (0, 0));
+    u.set_ats_responsive(SID, true);
+    w32(&u, o::FSTS, fsts::ITE as u64);
+    w64(&u, o::IQT, 64);
+    assert_eq!((r64(&u, o::IQH), u.mem().read_u64(Hpa::new(STATUS)).unwrap()), (64, 3));
+}
