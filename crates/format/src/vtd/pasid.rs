@@ -353,6 +353,22 @@ mod tests {
         Caps::new(cap, ecap)
     }
 
+    /// Golden bytes, VT-d §9.5: P (bit 0), FPD (bit 1), SMPTBLPTR
+    /// (63:12) = 0xABCD_E000.
+    #[test]
+    fn pasid_directory_entry_golden_bytes() {
+        let bytes = [0x03, 0xE0, 0xCD, 0xAB, 0, 0, 0, 0];
+        let e = PasidDirEntry::new_present(Hpa::new(0xABCD_E000)).with(PasidDirEntry::FPD, 1);
+        assert_eq!(e.to_bytes(), bytes);
+        assert_eq!(PasidDirEntry::from_bytes(&bytes).table(), Hpa::new(0xABCD_E000));
+        assert!(!e.has_reserved_bits());
+    }
+
+    #[test]
+    fn pasid_directory_entry_reserved_bits_11_2_are_reported() {
+        assert!(PasidDirEntry::from_words([0x1000 | 1 << 5 | 1]).has_reserved_bits());
+    }
+
     #[test]
     fn index_split_uses_pasid_19_6_and_5_0() {
         let p = Pasid::new(0xABCDE);
