@@ -153,9 +153,10 @@ impl Iotlb {
     /// scan when the range spans more pages than there are sets. Returns the
     /// number of entries removed.
     pub fn invalidate_range(&self, filter: RangeFilter, addr: u64, am: u8) -> usize {
-        let am = am.min(52) as u32;
-        let base = addr & !((1u64 << (12 + am)) - 1);
-        let last = base.wrapping_add((1u64 << (12 + am)) - 1);
+        // 2^am pages of 4 KiB; a span of 2^64 bytes or more is everything.
+        let span_mask = 1u64.checked_shl(12 + am as u32).map_or(u64::MAX, |s| s - 1);
+        let base = addr & !span_mask;
+        let last = base | span_mask;
         let space_ok = |s: u32| match filter.space {
             SpaceMatch::Any => true,
             SpaceMatch::Only(x) => s == x,
@@ -245,6 +246,14 @@ mod tests {
         t.fill(8, NO_SPACE, 0, 1, 0x1000, PageSize::Size4K, IotlbEntry { kind: 2, ..E });
         assert_eq!(t.invalidate_range(RangeFilter { kinds: 1 << 1, ..all_of(1) }, 0x1000, 0), 0);
         assert_eq!(t.invalidate_range(RangeFilter { kinds: 1 << 2, ..all_of(1) }, 0x1000, 0), 1);
+    }
+
+    /// Found by fuzzing: an address mask covering 2^64 bytes must not overflow.
+    #[test]
+    fn range_covering_the_whole_address_space_invalidates_without_overflow() {
+        let t = tlb();
+        t.fill(8, NO_SPACE, 0, 1, u64::MAX & !0xFFF, PageSize::Size4K, E);
+        assert_eq!(t.invalidate_range(all_of(1), u64::MAX, 255), 1);
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             let mut w = [0u64; 4];
             let mut fetch_ok = true;
             for (i, slot) in w.iter_mut().take((desc / 8) as usize).enumerate() {
-                match self.mem.read_u64(Hpa::new(base + head + 8 * i as u64)) {
+                match self.mem.read_u64(Hpa::new(base.wrapping_add(head + 8 * i as u64))) {
                     Ok(v) => *slot = v,
                     Err(_) => fetch_ok = false,
                 }

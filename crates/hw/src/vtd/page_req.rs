@@ -69,7 +69,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             return PrqOutcome::Overflow;
         }
         let base = pqa.get_in_place(Pqa::PQA);
-        if self.mem.write(Hpa::new(base + tail), &req.encode().to_bytes()).is_err() {
+        if self.mem.write(Hpa::new(base.wrapping_add(tail)), &req.encode().to_bytes()).is_err() {
             drop(r);
             return refuse(FaultReason::SmRootTableInvalid);
         }

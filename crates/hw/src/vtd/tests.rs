@@ -365,3 +365,43 @@ fn device_tlb_invalidation_to_unresponsive_endpoint_times_out() {
     w64(&u, o::IQT, 64);
     assert_eq!((r64(&u, o::IQH), u.mem().read_u64(Hpa::new(STATUS)).unwrap()), (64, 3));
 }
+
+/// Found by fuzzing: queues whose base sits at the top of the address
+/// space fail their memory accesses instead of overflowing.
+#[test]
+fn queues_at_the_top_of_the_address_space_do_not_overflow() {
+    let u = unit();
+    w64(&u, o::IQA, u64::MAX);
+    w32(&u, o::GCMD, gcmd::QIE as u64);
+    w64(&u, o::IQT, 0x7_FFF0);
+    assert_eq!(r32(&u, o::FSTS) as u32 & fsts::IQE, fsts::IQE);
+    w64(&u, o::PQA, u64::MAX);
+    w64(&u, o::RTADDR, RT | 1 << 10);
+    w32(&u, o::GCMD, (gcmd::SRTP | gcmd::QIE) as u64);
+    w32(&u, o::GCMD, (gcmd::TE | gcmd::QIE) as u64);
+    let req = iommu_format::vtd::page_req::PageRequest {
+        rid: SID,
+        pasid: None,
+        addr: Iova::new(0),
+        read: true,
+        write: false,
+        exec: false,
+        privileged: false,
+        lpig: false,
+        prgi: 0,
+        private: [0, 0],
+    };
+    assert!(matches!(u.page_request(&req), PrqOutcome::Refused(_)));
+}
+
+/// Found by fuzzing: a device-TLB invalidation whose size encoding covers
+/// the whole address space.
+#[test]
+fn device_tlb_invalidation_of_everything_does_not_overflow() {
+    let u = unit();
+    enable_qi(&u, true, 0);
+    let d = InvDescriptor::DeviceTlb { sid: SID, pfsid: 0, qdep: 0, addr: Iova::new(u64::MAX & !0xFFF), size: true };
+    write_desc(&u, 0, true, &d);
+    w64(&u, o::IQT, 32);
+    assert_eq!(r64(&u, o::IQH), 32);
+}
