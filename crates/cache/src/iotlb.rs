@@ -252,7 +252,7 @@ mod tests {
     #[test]
     fn range_covering_the_whole_address_space_invalidates_without_overflow() {
         let t = tlb();
-        t.fill(8, NO_SPACE, 0, 1, u64::MAX & !0xFFF, PageSize::Size4K, E);
+        t.fill(8, NO_SPACE, 0, 1, !0xFFF, PageSize::Size4K, E);
         assert_eq!(t.invalidate_range(all_of(1), u64::MAX, 255), 1);
     }
 

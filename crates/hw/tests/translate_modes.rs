@@ -221,3 +221,36 @@ fn caching_mode_sets_cap_cm() {
     let cfg = VtdConfig::full_featured().caching_mode(true);
     assert_eq!(Cap([cfg.cap]).get(Cap::CM), 1);
 }
+
+/// Found by fuzzing, VT-d §3.15: pass-through never makes the interrupt
+/// range a DMA target (0x87 in scalable mode).
+#[test]
+fn pass_through_into_the_interrupt_range_faults() {
+    let mut w = world(true);
+    let mem = w.unit.mem();
+    w.setup.scalable_device(mem, &mut w.alloc, DEV, false, false);
+    w.setup.pasid_entry(mem, &mut w.alloc, DEV, Pasid::new(4), &entry(1, PasidConfig::PassThrough));
+    w.setup.enable(&w.unit);
+    let f = w.unit.translate(&req(Some(4), 0xFEE0_0000, Access::WRITE)).unwrap_err();
+    assert_eq!(f.reason, FaultReason::SmInterruptAddress);
+}
+
+/// A 2 MiB page that contains the interrupt window is handed out only at
+/// 4 KiB granularity, so no cached or ATS translation reaches the window.
+#[test]
+fn large_page_over_the_interrupt_window_is_used_at_4k_granularity() {
+    let mut w = world(true);
+    let mem = w.unit.mem();
+    w.setup.scalable_device(mem, &mut w.alloc, DEV, true, false);
+    let mut fs = PageTable::new(Format::FirstStage, 4, &mut w.alloc);
+    // The 2 MiB page 0xFEE0_0000..0xFF00_0000: its first MiB is the window.
+    fs.map(mem, &mut w.alloc, 0x20_0000, 0xFEE0_0000, PageSize::Size2M, RW);
+    w.setup.pasid_entry(mem, &mut w.alloc, DEV, Pasid::new(1), &entry(1, PasidConfig::FirstStage(fs_cfg(fs.root, 4))));
+    w.setup.enable(&w.unit);
+    let above_window = Iova::new(0x30_0000);
+    let t = w.unit.ats_translate(DEV, Some(Pasid::new(1)), above_window, Access::READ);
+    let want = AtsCompletion::Translated { frame: Hpa::new(0xFEF0_0000), size: PageSize::Size4K, perm: RW };
+    assert_eq!(t, want);
+    let f = w.unit.translate(&req(Some(1), 0x20_0000, Access::READ)).unwrap_err();
+    assert_eq!(f.reason, FaultReason::SmInterruptAddress);
+}

@@ -629,10 +629,12 @@ mod tests {
     }
 
     proptest! {
+        /// Ignored fields (e.g. the status data of a wait without SW) do not
+        /// survive re-encoding, so the property is on the decoded value.
         #[test]
-        fn any_descriptor_decodes_without_panic_and_re_encodes_identically(w in proptest::array::uniform4(any::<u64>()), wide: bool) {
+        fn any_descriptor_decodes_without_panic_and_re_encodes_to_the_same_value(w in proptest::array::uniform4(any::<u64>()), wide: bool) {
             if let Ok(d) = InvDescriptor::decode(&InvDesc(w), wide) {
-                prop_assert_eq!(d.encode(), InvDesc(w));
+                prop_assert_eq!(InvDescriptor::decode(&d.encode(), wide), Ok(d));
             }
         }
 

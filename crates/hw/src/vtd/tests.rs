@@ -400,7 +400,7 @@ fn queues_at_the_top_of_the_address_space_do_not_overflow() {
 fn device_tlb_invalidation_of_everything_does_not_overflow() {
     let u = unit();
     enable_qi(&u, true, 0);
-    let d = InvDescriptor::DeviceTlb { sid: SID, pfsid: 0, qdep: 0, addr: Iova::new(u64::MAX & !0xFFF), size: true };
+    let d = InvDescriptor::DeviceTlb { sid: SID, pfsid: 0, qdep: 0, addr: Iova::new(!0xFFF), size: true };
     write_desc(&u, 0, true, &d);
     w64(&u, o::IQT, 32);
     assert_eq!(r64(&u, o::IQH), 32);

@@ -208,7 +208,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
         match self.context(req.sid, active).map_err(lookup_refusal)? {
             Context::Legacy(c) => {
                 if c.tt == TranslationType::PassThrough {
-                    return Ok(identity(req.addr, false));
+                    return pass_through(req.addr, R::InterruptAddress, c.fpd);
                 }
                 let levels = agaw_levels(c.aw as u64).unwrap_or(3);
                 let ss = self.ss_walk_params(c.slptptr, levels, false);
@@ -227,7 +227,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
                 let (e, fpd) = (pl.entry, pl.fpd);
                 let did = e.did.raw();
                 match e.config {
-                    PasidConfig::PassThrough => Ok(identity(req.addr, false)),
+                    PasidConfig::PassThrough => pass_through(req.addr, R::SmInterruptAddress, fpd),
                     PasidConfig::SecondStage(SecondStageCfg { root, levels, .. }) => {
                         let ss = self.ss_walk_params(root, levels, true);
                         self.walk_and_fill(did, NO_SPACE, KIND_SS, req, access, fpd, true, || {
@@ -277,10 +277,18 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             let intr = if scalable { R::SmInterruptAddress } else { R::InterruptAddress };
             return Err((intr, fpd));
         }
-        let entry = IotlbEntry { frame: t.frame, perm: t.perm, user: t.user, dirty: t.dirty, kind, space };
+        // A large page that overlaps the interrupt window is used (and
+        // cached, and handed to ATS) only at 4 KiB granularity, so that no
+        // cached or device-held translation ever reaches the window.
+        let (frame, size) = if overlaps_interrupt_range(t.frame, t.size) {
+            (out.align_down(PageSize::Size4K), PageSize::Size4K)
+        } else {
+            (t.frame, t.size)
+        };
+        let entry = IotlbEntry { frame, perm: t.perm, user: t.user, dirty: t.dirty, kind, space };
         let req_space = req.pasid.map_or(NO_SPACE, |p| p.raw());
-        self.iotlb.fill(req.sid.raw(), req_space, access_flags(req.access), did, a, t.size, entry);
-        Ok(Translated { addr: out, frame: t.frame, size: t.size, perm: t.perm, cached: false })
+        self.iotlb.fill(req.sid.raw(), req_space, access_flags(req.access), did, a, size, entry);
+        Ok(Translated { addr: out, frame, size, perm: t.perm, cached: false })
     }
 
     /// A device write of `data` at `addr`, translated 4 KiB page by page:
@@ -347,6 +355,19 @@ const fn access_flags(a: Access) -> u8 {
 
 fn in_interrupt_range(out: Hpa) -> bool {
     (INTR_LO..INTR_HI).contains(&out.raw())
+}
+
+fn overlaps_interrupt_range(frame: Hpa, size: PageSize) -> bool {
+    frame.raw() < INTR_HI && frame.raw().saturating_add(size.bytes()) > INTR_LO
+}
+
+/// Pass-through (legacy TT=10b, PGTT=100b): output = input, except that an
+/// address in the interrupt range is never a DMA target (VT-d §3.15).
+fn pass_through(addr: Iova, intr: R, fpd: bool) -> Result<Translated, Refusal> {
+    if in_interrupt_range(Hpa::new(addr.raw())) {
+        return Err((intr, fpd));
+    }
+    Ok(identity(addr, false))
 }
 
 fn identity(addr: Iova, cached: bool) -> Translated {
