@@ -109,6 +109,27 @@ impl EventRegs {
         }
     }
 
+    /// Reads register `index` of the block (0 control, 1 data, 2 address,
+    /// 3 upper address).
+    fn read(&self, index: u64) -> u32 {
+        match index {
+            0 => self.ctl,
+            1 => self.data,
+            2 => self.addr,
+            _ => self.uaddr,
+        }
+    }
+
+    /// Writes register `index` of the block; the address is dword aligned.
+    fn write(&mut self, index: u64, v: u32, irq: &impl InterruptSink) {
+        match index {
+            0 => self.write_ctl(v, irq),
+            1 => self.data = v,
+            2 => self.addr = v & !3,
+            _ => self.uaddr = v,
+        }
+    }
+
     /// A write of the control register: IM is writable; unmasking with an
     /// event pending delivers it and clears IP.
     fn write_ctl(&mut self, v: u32, irq: &impl InterruptSink) {
@@ -119,6 +140,25 @@ impl EventRegs {
             irq.raise(self.msi());
         }
     }
+}
+
+/// Which event-register block (and register in it) an offset addresses.
+fn event_block(off: u64) -> Option<(EventBlock, u64)> {
+    use iommu_format::vtd::regs::offset as o;
+    let (block, base) = match off {
+        o::FECTL..=o::FEUADDR => (EventBlock::Fault, o::FECTL),
+        o::IECTL..=o::IEUADDR => (EventBlock::Invalidation, o::IECTL),
+        o::PECTL..=o::PEUADDR => (EventBlock::PageRequest, o::PECTL),
+        _ => return None,
+    };
+    Some((block, (off - base) / 4))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventBlock {
+    Fault,
+    Invalidation,
+    PageRequest,
 }
 
 /// Register state behind the register-file lock.
@@ -147,6 +187,24 @@ struct Regs {
     frcd: Box<[[u64; 2]]>,
     /// Index of the next fault recording register hardware writes.
     fr_next: usize,
+}
+
+impl Regs {
+    fn events(&self, b: EventBlock) -> &EventRegs {
+        match b {
+            EventBlock::Fault => &self.fault_event,
+            EventBlock::Invalidation => &self.inv_event,
+            EventBlock::PageRequest => &self.prq_event,
+        }
+    }
+
+    fn events_mut(&mut self, b: EventBlock) -> &mut EventRegs {
+        match b {
+            EventBlock::Fault => &mut self.fault_event,
+            EventBlock::Invalidation => &mut self.inv_event,
+            EventBlock::PageRequest => &mut self.prq_event,
+        }
+    }
 }
 
 /// Counters a report can print.

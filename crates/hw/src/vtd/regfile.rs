@@ -10,7 +10,7 @@ use iommu_types::{BusError, DomainId, InterruptSink, Iova, PhysMem, RegisterBus,
 
 use super::config::IqeRestart;
 use super::translate::TE_BIT;
-use super::{Regs, VtdUnit};
+use super::{event_block, Regs, VtdUnit};
 
 /// Size of the register window (4 KiB, VT-d §11.2).
 pub const REGISTER_WINDOW: u64 = 0x1000;
@@ -53,6 +53,9 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
     fn read_reg(&self, r: &Regs, off: u64) -> u64 {
         let iro = self.caps.iotlb_offset();
         let fro = self.caps.fault_record_offset();
+        if let Some((block, index)) = event_block(off) {
+            return r.events(block).read(index) as u64;
+        }
         match off {
             o::VER => 0x40,
             o::CAP => self.cfg.cap,
@@ -61,27 +64,15 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             o::RTADDR => r.rtaddr,
             o::CCMD => r.ccmd,
             o::FSTS => Self::fsts_value(r) as u64,
-            o::FECTL => r.fault_event.ctl as u64,
-            o::FEDATA => r.fault_event.data as u64,
-            o::FEADDR => r.fault_event.addr as u64,
-            o::FEUADDR => r.fault_event.uaddr as u64,
             o::IQH => r.iqh,
             o::IQT => r.iqt,
             o::IQA => r.iqa,
             o::ICS => r.ics as u64,
-            o::IECTL => r.inv_event.ctl as u64,
-            o::IEDATA => r.inv_event.data as u64,
-            o::IEADDR => r.inv_event.addr as u64,
-            o::IEUADDR => r.inv_event.uaddr as u64,
             o::IQERCD => r.iqercd,
             o::PQH => r.pqh,
             o::PQT => r.pqt,
             o::PQA => r.pqa,
             o::PRS => r.prs as u64,
-            o::PECTL => r.prq_event.ctl as u64,
-            o::PEDATA => r.prq_event.data as u64,
-            o::PEADDR => r.prq_event.addr as u64,
-            o::PEUADDR => r.prq_event.uaddr as u64,
             x if x == iro => r.iva,
             x if x == iro + 8 => r.iotlb,
             x if x >= fro => {
@@ -97,6 +88,9 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
         let iro = self.caps.iotlb_offset();
         let fro = self.caps.fault_record_offset();
         let v32 = v as u32;
+        if let Some((block, index)) = event_block(off) {
+            return r.events_mut(block).write(index, v32, &self.irq);
+        }
         match off {
             o::GCMD => self.global_command(r, v32),
             o::RTADDR => r.rtaddr = v & (Rtaddr::RTA.mask_in_word() | Rtaddr::TTM.mask_in_word()),
@@ -129,10 +123,6 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
                     self.process_queue(r);
                 }
             }
-            o::FECTL => r.fault_event.write_ctl(v32, &self.irq),
-            o::FEDATA => r.fault_event.data = v32,
-            o::FEADDR => r.fault_event.addr = v32 & !3,
-            o::FEUADDR => r.fault_event.uaddr = v32,
             o::IQT => {
                 r.iqt = v & 0x7_FFF0;
                 if r.gsts & gcmd::QIE != 0 && r.fsts & (fsts::IQE | fsts::ITE) == 0 {
@@ -142,17 +132,9 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             // IQA may only change while queued invalidation is disabled.
             o::IQA if r.gsts & gcmd::QIE == 0 => r.iqa = v & !0x7F8,
             o::ICS => r.ics &= !(v32 & 1),
-            o::IECTL => r.inv_event.write_ctl(v32, &self.irq),
-            o::IEDATA => r.inv_event.data = v32,
-            o::IEADDR => r.inv_event.addr = v32 & !3,
-            o::IEUADDR => r.inv_event.uaddr = v32,
             o::PQH => r.pqh = v & 0x7_FFE0,
             o::PQA => r.pqa = v & !0xFF8,
             o::PRS => r.prs &= !(v32 & (prs::PPR | prs::PRO)),
-            o::PECTL => r.prq_event.write_ctl(v32, &self.irq),
-            o::PEDATA => r.prq_event.data = v32,
-            o::PEADDR => r.prq_event.addr = v32 & !3,
-            o::PEUADDR => r.prq_event.uaddr = v32,
             x if x == iro => r.iva = v,
             x if x == iro + 8 => self.iotlb_command(r, v),
             x if x >= fro && (x - fro) % 16 == 8 => {
