@@ -12,10 +12,15 @@
 //! * [`pasid`]: PASID spaces: the global allocator bounded by each
 //!   device's `max_pasids`, per-mm PASID state (one optional global PASID
 //!   plus device-local (device, PASID) pairs, with the v2 and v3 rules of
-//!   the 2026 per-device PASID proposal), and the ENQCMD #GP fix-up.
+//!   the 2026 per-device PASID proposal), and the ENQCMD #GP fix-up;
+//! * [`frames`]: physical frames for the OS's tables, with failure injection;
+//! * [`driver::vtd`]: VT-d bring-up, device contexts, PASID-entry install and
+//!   teardown with the exact invalidation sequences, logged as [`driver::vtd::HwAction`]s.
 #![forbid(unsafe_code)]
 
+pub mod driver;
 pub mod errno;
+pub mod frames;
 pub mod pasid;
 
 pub use errno::Errno;

@@ -62,6 +62,24 @@ pub trait RegisterBus {
     fn write(&self, offset: u64, width: Width, value: u64) -> Result<(), BusError>;
 }
 
+impl<T: RegisterBus + ?Sized> RegisterBus for &T {
+    fn read(&self, offset: u64, width: Width) -> Result<u64, BusError> {
+        (**self).read(offset, width)
+    }
+    fn write(&self, offset: u64, width: Width, value: u64) -> Result<(), BusError> {
+        (**self).write(offset, width, value)
+    }
+}
+
+impl<T: RegisterBus + ?Sized> RegisterBus for std::sync::Arc<T> {
+    fn read(&self, offset: u64, width: Width) -> Result<u64, BusError> {
+        (**self).read(offset, width)
+    }
+    fn write(&self, offset: u64, width: Width, value: u64) -> Result<(), BusError> {
+        (**self).write(offset, width, value)
+    }
+}
+
 /// A message-signalled interrupt: a 32-bit write of `data` to `addr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Msi {

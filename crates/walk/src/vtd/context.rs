@@ -40,7 +40,9 @@ fn read_words<M: PhysMem + ?Sized, const N: usize>(mem: &M, addr: Hpa) -> Option
 /// 0x40/0x41/0x42; a non-zero RID_PASID without ECAP.RPS is 0x48.
 ///
 /// # Errors
-/// The fault, never qualified (context-level faults are always recorded).
+/// The fault. A non-present context entry with FPD set qualifies its own
+/// fault (FPD is evaluated whatever P says); the other root- and
+/// context-level faults are always recorded.
 pub fn lookup<M: PhysMem + ?Sized>(
     mem: &M,
     rta: Hpa,
@@ -62,9 +64,12 @@ pub fn lookup<M: PhysMem + ?Sized>(
             }
             let ce_addr = root.ctp().wrapping_add(16 * sid.devfn() as u64);
             let Some(w) = read_words::<M, 2>(mem, ce_addr) else { return fault(R::ContextFetch) };
-            let ctx = match ContextEntry(w).decode() {
+            let ce = ContextEntry(w);
+            // FPD is evaluated whatever P says (VT-d §9.3).
+            let fpd = ce.get(ContextEntry::FPD) != 0;
+            let ctx = match ce.decode() {
                 Ok(c) => c,
-                Err(ContextDecodeError::NotPresent) => return fault(R::ContextNotPresent),
+                Err(ContextDecodeError::NotPresent) => return Err(LookupFault::new(R::ContextNotPresent, fpd)),
                 Err(ContextDecodeError::Reserved) => return fault(R::ContextReserved),
                 Err(ContextDecodeError::ReservedTt) => return fault(R::ContextInvalid),
             };
@@ -93,9 +98,11 @@ pub fn lookup<M: PhysMem + ?Sized>(
             }
             let ce_addr = ctp.wrapping_add(32 * (sid.devfn() & 0x7F) as u64);
             let Some(w) = read_words::<M, 4>(mem, ce_addr) else { return fault(R::SmContextFetch) };
-            let ctx = match ScalableContextEntry(w).decode() {
+            let ce = ScalableContextEntry(w);
+            let fpd = ce.get(ScalableContextEntry::FPD) != 0;
+            let ctx = match ce.decode() {
                 Ok(c) => c,
-                Err(ContextDecodeError::NotPresent) => return fault(R::SmContextNotPresent),
+                Err(ContextDecodeError::NotPresent) => return Err(LookupFault::new(R::SmContextNotPresent, fpd)),
                 Err(_) => return fault(R::SmContextReserved),
             };
             if ctx.rid_pasid.raw() != 0 && !caps.ecap_has(Ecap::RPS) {

@@ -42,7 +42,10 @@ pub fn lookup<M: PhysMem + ?Sized>(
     }
     let de_addr = ctx.pasid_dir.wrapping_add(dir_offset(pasid));
     let de = PasidDirEntry([mem.read_u64(de_addr).map_err(|_| LookupFault::new(R::PasidDirFetch, fpd))?]);
+    // FPD is evaluated whatever P says (VT-d §9.5, §9.6): software leaves
+    // P=0, FPD=1 to block a PASID silently (Linux's mm-exit teardown).
     if !de.present() {
+        let fpd = fpd || de.get(PasidDirEntry::FPD) != 0;
         return Err(LookupFault::new(R::PasidDirNotPresent, fpd));
     }
     if de.has_reserved_bits() {
@@ -56,11 +59,11 @@ pub fn lookup<M: PhysMem + ?Sized>(
             mem.read_u64(pe_addr.wrapping_add(8 * i as u64)).map_err(|_| LookupFault::new(R::PasidEntryFetch, fpd))?;
     }
     let pe = PasidEntry(w);
-    // The entry's own FPD qualifies faults found in it, when it is present.
-    let fpd_here = fpd || (pe.present() && pe.get(PasidEntry::FPD) != 0);
+    // The entry's own FPD qualifies every fault found in it, present or not.
+    let fpd_here = fpd || pe.get(PasidEntry::FPD) != 0;
     match pe.decode(caps) {
         Ok(entry) => Ok(PasidLookup { entry, fpd: fpd_here }),
-        Err(PasidEntryError::NotPresent) => Err(LookupFault::new(R::PasidEntryNotPresent, fpd)),
+        Err(PasidEntryError::NotPresent) => Err(LookupFault::new(R::PasidEntryNotPresent, fpd_here)),
         Err(PasidEntryError::Reserved) => Err(LookupFault::new(R::PasidEntryReserved, fpd_here)),
         Err(PasidEntryError::Invalid(_)) => Err(LookupFault::new(R::PasidEntryInvalid, fpd_here)),
     }
@@ -120,6 +123,16 @@ mod tests {
     fn missing_directory_entry_faults_0x51() {
         let m = PagedMemory::new(1 << 20);
         assert_eq!(lookup(&m, &ctx(7), Pasid::new(5), &caps()).unwrap_err().reason, R::PasidDirNotPresent);
+    }
+
+    /// VT-d §9.6: FPD is honoured in a non-present entry (mm-exit teardown).
+    #[test]
+    fn fpd_in_a_non_present_pasid_entry_suppresses_its_fault() {
+        let p = Pasid::new(3);
+        let m = mem_with_pt_entry(p);
+        let pe = PasidEntry::default().with(PasidEntry::FPD, 1);
+        m.write(Hpa::new(TBL + table_offset(p)), &pe.to_bytes()).unwrap();
+        assert_eq!(lookup(&m, &ctx(0), p, &caps()), Err(LookupFault::new(R::PasidEntryNotPresent, true)));
     }
 
     #[test]
