@@ -133,19 +133,41 @@ impl VtdSetup {
         put(mem, Hpa::new(table.raw() + table_offset(pasid)), &entry.encode().to_bytes());
     }
 
-    /// Points the unit at the root table, invalidates context cache and
-    /// IOTLB through the registers, and enables translation.
+    /// Points the unit at the root table, invalidates the context cache
+    /// and the IOTLB through the registers and enables translation, the way
+    /// a driver does: each GCMD carries the persistent enables read back
+    /// from GSTS, and every command is waited for (GSTS.RTPS, CCMD.ICC and
+    /// IOTLB.IVT cleared with CAIG/IAIG reporting a global invalidation,
+    /// GSTS.TES).
     ///
     /// # Panics
-    /// On a register bus error (a test setup error).
+    /// On a register bus error or a handshake that never completes (a test
+    /// setup error).
     pub fn enable<B: RegisterBus + ?Sized>(&self, bus: &B) {
+        const POLLS: usize = 1000;
+        let rd = |off, width| bus.read(off, width).unwrap_or_else(|e| panic!("register read: {e}"));
         let w = |off, width, v| bus.write(off, width, v).unwrap_or_else(|e| panic!("register write: {e}"));
-        let caps =
-            Caps::new(bus.read(offset::CAP, Width::W64).unwrap_or(0), bus.read(offset::ECAP, Width::W64).unwrap_or(0));
+        let command = |cmd: u32| {
+            let gsts = rd(offset::GSTS, Width::W32) as u32;
+            w(offset::GCMD, Width::W32, ((gsts & gcmd::PERSISTENT) | cmd) as u64);
+            let done = (0..POLLS).any(|_| rd(offset::GSTS, Width::W32) as u32 & cmd == cmd);
+            assert!(done, "GSTS never reported GCMD {cmd:#x}");
+        };
+        let invalidate = |off: u64, busy_bit: u32, actual_shift: u32| {
+            let done = (0..POLLS).any(|_| rd(off, Width::W64) >> busy_bit & 1 == 0);
+            assert!(done, "invalidation at {off:#x} never completed");
+            assert_eq!(rd(off, Width::W64) >> actual_shift & 3, 1, "invalidation at {off:#x} was not global");
+        };
+        let caps = Caps::new(rd(offset::CAP, Width::W64), rd(offset::ECAP, Width::W64));
         w(offset::RTADDR, Width::W64, self.root.raw() | if self.scalable { 1 << 10 } else { 0 });
-        w(offset::GCMD, Width::W32, gcmd::SRTP as u64);
+        command(gcmd::SRTP);
+        // CCMD: ICC (63) | CIRG=01b, global (62:61); CAIG at 60:59.
         w(offset::CCMD, Width::W64, 1 << 63 | 1 << 61);
-        w(caps.iotlb_offset() + 8, Width::W64, 1 << 63 | 1 << 60);
-        w(offset::GCMD, Width::W32, gcmd::TE as u64);
+        invalidate(offset::CCMD, 63, 59);
+        // IOTLB: IVT (63) | IIRG=01b, global (61:60); IAIG at 58:57.
+        let iotlb = caps.iotlb_offset() + 8;
+        w(iotlb, Width::W64, 1 << 63 | 1 << 60);
+        invalidate(iotlb, 63, 57);
+        command(gcmd::TE);
     }
 }

@@ -1,10 +1,10 @@
 //! Programmed VT-d units, built the way a driver builds them: tables written
 //! to memory, then registers programmed through the MMIO window.
 //!
-//! Sequence (VT-d §10.4 / Linux `intel-iommu`): root table → RTADDR (TTM
-//! selects legacy or scalable mode) → GCMD.SRTP, wait GSTS.RTPS → global
-//! context-cache invalidation (CCMD) → global IOTLB invalidation (IOTLB
-//! register at ECAP.IRO × 16 + 8) → GCMD.TE, wait GSTS.TES.
+//! Tables and the register sequence come from [`VtdSetup`]: root table →
+//! RTADDR (TTM selects legacy or scalable mode) → GCMD.SRTP, wait GSTS.RTPS
+//! → global context-cache invalidation (CCMD) → global IOTLB invalidation
+//! (IOTLB register at ECAP.IRO × 16 + 8) → GCMD.TE, wait GSTS.TES.
 //!
 //! Shared by `tests/no_alloc.rs` and `benches/translate.rs` (through
 //! `#[path]`), so not every item is used by every includer.
@@ -12,14 +12,12 @@
 
 use std::collections::BTreeSet;
 
-use iommu_format::vtd::context::{levels_width, ContextRepr, ScalableContextRepr, TranslationType};
-use iommu_format::vtd::pasid::{
-    dir_offset, table_offset, FirstStageCfg, PasidConfig, PasidDirEntry, PasidEntryRepr, SecondStageCfg,
-};
+use iommu_format::vtd::context::{levels_width, ContextRepr, TranslationType};
+use iommu_format::vtd::pasid::{FirstStageCfg, PasidConfig, PasidEntryRepr, SecondStageCfg};
 use iommu_format::vtd::pte::SsRules;
-use iommu_format::vtd::regs::{gcmd, offset as o, Caps, Ecap};
-use iommu_format::vtd::root::{RootEntry, ScalableRootEntry};
+use iommu_format::vtd::regs::{offset as o, Caps, Ecap};
 use iommu_hw::vtd::{Request, VtdConfig, VtdUnit};
+use iommu_testkit::vtd::VtdSetup;
 use iommu_testkit::{Format, PageAlloc, PageTable};
 use iommu_types::{
     Access, DomainId, Gpa, Hpa, Iova, NullInterrupts, PageSize, PagedMemory, Pasid, Perm, PhysMem, RegisterBus,
@@ -218,14 +216,12 @@ pub fn legacy_ss4(cfg: VtdConfig, pages: usize) -> Setup {
     let unit = new_unit(cfg);
     let mem = unit.mem();
     let mut alloc = PageAlloc::new(TABLES_START, TABLES_END);
-    let root = alloc.page();
-    let ctx_table = alloc.page();
+    let mut setup = VtdSetup::new(&mut alloc, false);
     let mut ss = PageTable::new(Format::SecondStage, 4, &mut alloc);
     let iovas = iovas(pages);
     for (i, &iova) in iovas.iter().enumerate() {
         ss.map(mem, &mut alloc, iova, data_hpa(i), PageSize::Size4K, RW);
     }
-    write(mem, root.wrapping_add(16 * SID.bus() as u64), &RootEntry::new_present(ctx_table).to_bytes());
     let ce = ContextRepr {
         fpd: false,
         tt: TranslationType::Untranslated,
@@ -233,37 +229,19 @@ pub fn legacy_ss4(cfg: VtdConfig, pages: usize) -> Setup {
         aw: 2,
         did: DomainId::new(LEGACY_DID),
     };
-    write(mem, ctx_table.wrapping_add(16 * SID.devfn() as u64), &ce.encode().to_bytes());
-    enable_translation(&unit, root, false);
+    setup.legacy_device(mem, &mut alloc, SID, &ce);
+    setup.enable(&unit);
     let walk = Walk::Ss(ss_walk_params(unit.caps(), ss.root, 4, false));
     finish(Kind::LegacySs4, unit, None, iovas, walk)
 }
 
-/// Scalable root entry (lower half) → scalable context entry (PASIDE, PDTS=0:
-/// 128 directory entries) → PASID directory entry → PASID table entry `pe`
-/// for [`PASID`]; then the registers.
+/// Scalable root and context entries (PASIDs enabled), the PASID entry `pe`
+/// for [`PASID`], then the registers ([`VtdSetup`]).
 fn program_scalable(unit: &Unit, alloc: &mut PageAlloc, pe: &PasidEntryRepr) {
-    let mem = unit.mem();
-    let root = alloc.page();
-    let ctx_table = alloc.page();
-    let pasid_dir = alloc.page();
-    let pasid_table = alloc.page();
-    assert!(SID.devfn() < 0x80, "the setups use the lower context table");
-    write(mem, root.wrapping_add(16 * SID.bus() as u64), &ScalableRootEntry::new(Some(ctx_table), None).to_bytes());
-    let ce = ScalableContextRepr {
-        fpd: false,
-        dte: false,
-        paside: true,
-        pre: false,
-        pdts: 0,
-        pasid_dir,
-        rid_pasid: Pasid::ZERO,
-        rid_priv: false,
-    };
-    write(mem, ctx_table.wrapping_add(32 * (SID.devfn() & 0x7F) as u64), &ce.encode().to_bytes());
-    write(mem, pasid_dir.wrapping_add(dir_offset(PASID)), &PasidDirEntry::new_present(pasid_table).to_bytes());
-    write(mem, pasid_table.wrapping_add(table_offset(PASID)), &pe.encode().to_bytes());
-    enable_translation(unit, root, true);
+    let mut setup = VtdSetup::new(alloc, true);
+    setup.scalable_device(unit.mem(), alloc, SID, false, false);
+    setup.pasid_entry(unit.mem(), alloc, SID, PASID, pe);
+    setup.enable(unit);
 }
 
 fn pasid_entry(config: PasidConfig) -> PasidEntryRepr {
@@ -347,51 +325,4 @@ fn finish(kind: Kind, unit: Unit, pasid: Option<Pasid>, iovas: Vec<u64>, walk: W
 pub fn iotlb_reg_offset(unit: &Unit) -> u64 {
     let ecap = unit.read(o::ECAP, Width::W64).expect("ECAP read");
     ((ecap >> 8) & 0x3FF) * 16 + 8
-}
-
-/// How many times a driver polls a command register before giving up.
-const POLLS: usize = 1000;
-
-fn read32(unit: &Unit, off: u64) -> u32 {
-    unit.read(off, Width::W32).expect("register read") as u32
-}
-
-fn read64(unit: &Unit, off: u64) -> u64 {
-    unit.read(off, Width::W64).expect("register read")
-}
-
-fn write32(unit: &Unit, off: u64, v: u32) {
-    unit.write(off, Width::W32, v as u64).expect("register write");
-}
-
-fn write64(unit: &Unit, off: u64, v: u64) {
-    unit.write(off, Width::W64, v).expect("register write");
-}
-
-/// Issues a GCMD command the way drivers do (the persistent enables read
-/// back from GSTS, plus `cmd`) and waits until GSTS reports `status`.
-fn global_command(unit: &Unit, cmd: u32, status: u32) {
-    let gsts = read32(unit, o::GSTS);
-    write32(unit, o::GCMD, (gsts & gcmd::PERSISTENT) | cmd);
-    assert!(
-        (0..POLLS).any(|_| read32(unit, o::GSTS) & status == status),
-        "GSTS never reported {status:#x} after GCMD {cmd:#x}"
-    );
-}
-
-/// RTADDR (bit 10: scalable-mode TTM) → GCMD.SRTP → global context-cache
-/// invalidation → global IOTLB invalidation → GCMD.TE.
-pub fn enable_translation(unit: &Unit, root: Hpa, scalable: bool) {
-    write64(unit, o::RTADDR, root.raw() | (scalable as u64) << 10);
-    global_command(unit, gcmd::SRTP, gcmd::SRTP); // GSTS.RTPS
-                                                  // CCMD: ICC (63) | CIRG=01b global (62:61); hardware clears ICC when done.
-    write64(unit, o::CCMD, 1 << 63 | 1 << 61);
-    assert!((0..POLLS).any(|_| read64(unit, o::CCMD) >> 63 == 0), "CCMD.ICC never cleared");
-    assert_eq!(read64(unit, o::CCMD) >> 59 & 3, 1, "CCMD.CAIG reports a global invalidation");
-    // IOTLB: IVT (63) | IIRG=01b global (61:60); hardware clears IVT when done.
-    let iotlb = iotlb_reg_offset(unit);
-    write64(unit, iotlb, 1 << 63 | 1 << 60);
-    assert!((0..POLLS).any(|_| read64(unit, iotlb) >> 63 == 0), "IOTLB.IVT never cleared");
-    assert_eq!(read64(unit, iotlb) >> 57 & 3, 1, "IOTLB.IAIG reports a global invalidation");
-    global_command(unit, gcmd::TE, gcmd::TE); // GSTS.TES
 }
