@@ -46,6 +46,14 @@ fn up<'u>(u: &'u Unit, w: &mut Env) -> VtdDriver<&'u Unit> {
     d
 }
 
+/// A driver with `e` installed at (DEV, P1) and an empty action log.
+fn installed<'u>(u: &'u Unit, w: &mut Env, e: &PasidEntryRepr) -> VtdDriver<&'u Unit> {
+    let mut d = up(u, w);
+    d.install_pasid(u.mem(), &mut w.frames, DEV, P1, e).unwrap();
+    d.take_log();
+    d
+}
+
 /// A first-stage entry whose tables map 0x1000 → 0x90_0000.
 fn fs_entry(u: &Unit, w: &mut Env) -> PasidEntryRepr {
     let mut pt = PageTable::new(Format::FirstStage, 4, &mut w.tables);
@@ -137,10 +145,8 @@ fn spec_53_install_into_present_entry_is_ebusy_and_p_is_written_last() {
 fn spec_54_first_stage_teardown_sequence() {
     let u = unit(VtdConfig::full_featured());
     let mut w = env();
-    let mut d = up(&u, &mut w);
     let e = fs_entry(&u, &mut w);
-    d.install_pasid(u.mem(), &mut w.frames, DEV, P1, &e).unwrap();
-    d.take_log();
+    let mut d = installed(&u, &mut w, &e);
     d.teardown_pasid(u.mem(), DEV, P1, false).unwrap();
     let did = DomainId::new(1);
     let all = Iova::new(0x7FFF_FFFF_FFFF_F000);
@@ -176,10 +182,8 @@ fn spec_54_first_stage_teardown_sequence() {
 fn spec_54_second_stage_teardown_uses_domain_selective_iotlb() {
     let u = unit(VtdConfig::full_featured());
     let mut w = env();
-    let mut d = up(&u, &mut w);
     let e = ss_entry(&u, &mut w);
-    d.install_pasid(u.mem(), &mut w.frames, DEV, P1, &e).unwrap();
-    d.take_log();
+    let mut d = installed(&u, &mut w, &e);
     d.teardown_pasid(u.mem(), DEV, P1, false).unwrap();
     let domain_flush =
         HwAction::Invalidate(InvDescriptor::Iotlb { scope: IotlbScope::Domain(DomainId::new(7)), dr: true, dw: true });
@@ -192,10 +196,8 @@ fn spec_54_second_stage_teardown_uses_domain_selective_iotlb() {
 fn spec_55_mm_exit_leaves_fpd_entry_and_unbind_drains() {
     let u = unit(VtdConfig::full_featured());
     let mut w = env();
-    let mut d = up(&u, &mut w);
     let e = fs_entry(&u, &mut w);
-    d.install_pasid(u.mem(), &mut w.frames, DEV, P1, &e).unwrap();
-    d.take_log();
+    let mut d = installed(&u, &mut w, &e);
     d.teardown_pasid(u.mem(), DEV, P1, true).unwrap();
     let log = d.take_log();
     assert_eq!(log.last(), Some(&HwAction::PasidEntryFaultIgnore { sid: DEV, pasid: P1 }));
