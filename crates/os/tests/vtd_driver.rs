@@ -166,11 +166,7 @@ fn spec_54_first_stage_teardown_sequence() {
                 fence: true,
                 drain_page_requests: true
             }),
-            HwAction::Invalidate(InvDescriptor::PasidIotlb {
-                did: DomainId::new(0),
-                pasid: P1,
-                scope: PasidIotlbScope::AllNonGlobal
-            }),
+            HwAction::Invalidate(InvDescriptor::PasidIotlb { did, pasid: P1, scope: PasidIotlbScope::AllNonGlobal }),
             HwAction::Invalidate(devtlb),
         ]
     );
@@ -212,6 +208,11 @@ fn spec_55_mm_exit_leaves_fpd_entry_and_unbind_drains() {
     let log = d.take_log();
     assert_eq!(log[0], HwAction::PasidEntryZero { sid: DEV, pasid: P1 });
     assert!(matches!(log[1], HwAction::Invalidate(InvDescriptor::Wait { drain_page_requests: true, .. })));
+    let did = DomainId::new(1);
+    assert_eq!(
+        log[2],
+        HwAction::Invalidate(InvDescriptor::PasidIotlb { did, pasid: P1, scope: PasidIotlbScope::AllNonGlobal })
+    );
     assert_eq!(d.pasid_entry(u.mem(), DEV, P1).unwrap(), PasidEntry::default());
 }
 

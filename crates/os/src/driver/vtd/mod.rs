@@ -440,15 +440,18 @@ impl<B: RegisterBus> VtdDriver<B> {
         let dev = self.devices.get(&sid.raw()).ok_or(Errno::NoDev)?.caps;
         let Some(entry) = self.pasid_entry(mem, sid, pasid) else { return Ok(()) };
         let at = self.entry_addr(sid, pasid).ok_or(Errno::NoDev)?;
+        // The DID is kept in the fault-ignore entry left by mm exit (P=0,
+        // FPD=1; hardware reads nothing else of it), so the later unbind
+        // drains under the DID the PASID's translations were tagged with.
+        let did = DomainId::new(entry.get(PasidEntry::DID) as u16);
         if !entry.present() {
             if entry.get(PasidEntry::FPD) != 0 && !fault_ignore {
                 write_words(mem, at, &[0; 8])?;
                 self.log.push(HwAction::PasidEntryZero { sid, pasid });
-                return self.drain(mem, sid, pasid, dev);
+                return self.drain(mem, sid, pasid, did, dev);
             }
             return Ok(());
         }
-        let did = DomainId::new(entry.get(PasidEntry::DID) as u16);
         let pgtt = entry.pgtt();
         mem.write_u64(at, entry.0[0] & !1).map_err(|_| Errno::Fault)?;
         self.log.push(HwAction::PasidEntryClearPresent { sid, pasid });
@@ -466,24 +469,32 @@ impl<B: RegisterBus> VtdDriver<B> {
         if fault_ignore {
             let mut w = [0u64; 8];
             w[0] = PasidEntry::default().with(PasidEntry::FPD, 1).0[0];
+            w[1] = PasidEntry::default().with(PasidEntry::DID, did.raw() as u64).0[1];
             write_words(mem, at, &w)?;
             self.log.push(HwAction::PasidEntryFaultIgnore { sid, pasid });
             return Ok(());
         }
         write_words(mem, at, &[0; 8])?;
         self.log.push(HwAction::PasidEntryZero { sid, pasid });
-        self.drain(mem, sid, pasid, dev)
+        self.drain(mem, sid, pasid, did, dev)
     }
 
     /// Drains page requests for (`sid`, `pasid`), semantics §4.4 step 4: a
     /// wait with fence and page-request drain, a PASID-based IOTLB
-    /// invalidation and a PASID-based device-TLB invalidation, as one batch.
+    /// invalidation (under the DID the PASID's translations are tagged
+    /// with) and a PASID-based device-TLB invalidation, as one batch.
     /// Nothing to do without PRI.
-    fn drain(&mut self, mem: &dyn PhysMem, sid: SourceId, pasid: Pasid, dev: DeviceCaps) -> Result<(), Errno> {
+    fn drain(
+        &mut self,
+        mem: &dyn PhysMem,
+        sid: SourceId,
+        pasid: Pasid,
+        did: DomainId,
+        dev: DeviceCaps,
+    ) -> Result<(), Errno> {
         if !dev.pri {
             return Ok(());
         }
-        let did = DomainId::new(0);
         let mut descs = vec![
             InvDescriptor::Wait { interrupt: false, status: None, fence: true, drain_page_requests: true },
             InvDescriptor::PasidIotlb { did, pasid, scope: PasidIotlbScope::AllNonGlobal },
