@@ -21,6 +21,11 @@
 pub mod driver;
 pub mod errno;
 pub mod frames;
+pub mod iommu;
+pub mod iopf;
+pub mod kernel;
+pub mod mm;
 pub mod pasid;
+pub mod pgtable;
 
 pub use errno::Errno;

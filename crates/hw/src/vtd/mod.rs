@@ -18,6 +18,7 @@
 
 mod ats;
 pub mod config;
+mod endpoint;
 mod fault_log;
 mod inv_queue;
 mod page_req;
@@ -37,6 +38,7 @@ use iommu_walk::vtd::pasid::PasidLookup;
 
 pub use ats::AtsCompletion;
 pub use config::{ImplChoices, IqeRestart, VtdConfig};
+pub use endpoint::{Endpoint, EndpointDma};
 pub use page_req::PrqOutcome;
 pub use regfile::REGISTER_WINDOW;
 pub use translate::{DmaError, Request, Translated, VtdFault};

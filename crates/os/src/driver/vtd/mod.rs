@@ -15,6 +15,10 @@ use iommu_types::{DomainId, Hpa, Iova, Pasid, PhysMem, RegisterBus, SourceId, Wi
 use crate::frames::FrameAllocator;
 use crate::Errno;
 
+mod ops;
+mod prq;
+pub use prq::PrqBatch;
+
 /// A hardware-visible action of the driver, in the order it happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HwAction {
@@ -57,6 +61,13 @@ pub enum HwAction {
         sid: SourceId,
         /// PASID.
         pasid: Pasid,
+    },
+    /// An empty PASID table was unlinked from the directory and freed.
+    PasidTableFree {
+        /// Device.
+        sid: SourceId,
+        /// Directory index (PASID bits 19:6).
+        dir_index: u32,
     },
     /// A write-buffer flush (install without caching mode).
     WriteBufferFlush,
@@ -105,6 +116,11 @@ pub struct VtdDriver<B> {
     status_seq: u32,
     prq: Option<Hpa>,
     log: Vec<HwAction>,
+    /// DIDs in use: the domain, its DID and how many entries carry it.
+    dids: BTreeMap<crate::driver::DomainRef, (DomainId, u32)>,
+    /// Submissions so far, and the one to fail (fault injection, §5.8).
+    submissions: u64,
+    fail_submit_at: Option<u64>,
 }
 
 impl<B: RegisterBus> VtdDriver<B> {
@@ -158,6 +174,9 @@ impl<B: RegisterBus> VtdDriver<B> {
             status_seq: 0,
             prq,
             log: Vec::new(),
+            dids: BTreeMap::new(),
+            submissions: 0,
+            fail_submit_at: None,
         };
         match d.enable(mem) {
             Ok(()) => Ok(d),
@@ -225,6 +244,14 @@ impl<B: RegisterBus> VtdDriver<B> {
         &self.log
     }
 
+    /// Makes the `n`-th queue submission from now fail as an invalidation
+    /// time-out before the hardware sees it (1 = the next one); `None`
+    /// disables injection. The fail_nth sweep (semantics §5.8) uses it to
+    /// fail hardware steps.
+    pub fn fail_nth_submit(&mut self, n: Option<u64>) {
+        self.fail_submit_at = n.map(|n| self.submissions + n);
+    }
+
     /// Takes the action log.
     pub fn take_log(&mut self) -> Vec<HwAction> {
         std::mem::take(&mut self.log)
@@ -241,6 +268,12 @@ impl<B: RegisterBus> VtdDriver<B> {
     pub fn submit(&mut self, mem: &dyn PhysMem, descs: &[InvDescriptor]) -> Result<(), Errno> {
         if descs.len() as u64 + 1 >= QUEUE_SLOTS {
             return Err(Errno::Inval);
+        }
+        self.submissions += 1;
+        if self.fail_submit_at == Some(self.submissions) {
+            // As if the unit had reported a device-TLB time-out (ITE) for
+            // this batch before executing any of it.
+            return Err(Errno::TimedOut);
         }
         self.status_seq = self.status_seq.wrapping_add(1).max(1);
         let wait = InvDescriptor::Wait {
@@ -361,8 +394,8 @@ impl<B: RegisterBus> VtdDriver<B> {
     /// follow, otherwise a write-buffer flush.
     ///
     /// # Errors
-    /// [`Errno::NoDev`] for an unknown device; [`Errno::Inval`] for PASID 0
-    /// or a PASID beyond the device's range; [`Errno::Busy`] when present;
+    /// [`Errno::NoDev`] for an unknown device; [`Errno::Inval`] for a PASID
+    /// beyond the device's range (PASID 0, the RID, is always allowed); [`Errno::Busy`] when present;
     /// [`Errno::NoMem`] when a PASID table cannot be allocated (nothing is
     /// left half-built).
     pub fn install_pasid(
@@ -373,27 +406,10 @@ impl<B: RegisterBus> VtdDriver<B> {
         pasid: Pasid,
         entry: &PasidEntryRepr,
     ) -> Result<(), Errno> {
-        let dev = self.devices.get(&sid.raw()).ok_or(Errno::NoDev)?;
-        if pasid.raw() >= dev.caps.max_pasids || (pasid.raw() >> 6) >= dev.dir_entries {
-            return Err(Errno::Inval);
-        }
         if self.pasid_entry(mem, sid, pasid).is_some_and(|e| e.present()) {
             return Err(Errno::Busy);
         }
-        let dir_index = pasid.raw() >> 6;
-        if !dev.tables.contains_key(&dir_index) {
-            let t = frames.alloc_frame(mem)?;
-            let de = PasidDirEntry::new_present(t);
-            let dir = dev.pasid_dir;
-            if let Err(e) = mem.write(Hpa::new(dir.raw() + dir_offset(pasid)), &de.to_bytes()) {
-                frames.free_frame(t);
-                let _ = e;
-                return Err(Errno::Fault);
-            }
-            if let Some(d) = self.devices.get_mut(&sid.raw()) {
-                d.tables.insert(dir_index, t);
-            }
-        }
+        self.ensure_pasid_table(mem, frames, sid, pasid)?;
         let at = self.entry_addr(sid, pasid).ok_or(Errno::NoDev)?;
         let words = entry.encode().0;
         let mut not_present = words;
@@ -403,13 +419,20 @@ impl<B: RegisterBus> VtdDriver<B> {
         mem.write_u64(at, words[0]).map_err(|_| Errno::Fault)?;
         self.log.push(HwAction::PasidEntrySetPresent { sid, pasid });
         if self.caps.cap_has(Cap::CM) {
-            self.submit(
+            let flushed = self.submit(
                 mem,
                 &[
                     InvDescriptor::PasidCache { did: entry.did, scope: PasidCacheScope::Pasid(pasid) },
                     InvDescriptor::PasidIotlb { did: entry.did, pasid, scope: PasidIotlbScope::AllNonGlobal },
                 ],
-            )?;
+            );
+            if let Err(e) = flushed {
+                // The unit may still use a cached not-present copy: the
+                // install did not happen. Take the entry back out.
+                write_words(mem, at, &[0; 8])?;
+                self.log.push(HwAction::PasidEntryZero { sid, pasid });
+                return Err(e);
+            }
         } else {
             if self.caps.cap_has(Cap::RWBF) {
                 self.w(o::GCMD, Width::W32, (gcmd::WBF | gcmd::TE | gcmd::QIE) as u64)?;
@@ -417,6 +440,66 @@ impl<B: RegisterBus> VtdDriver<B> {
             self.log.push(HwAction::WriteBufferFlush);
         }
         Ok(())
+    }
+
+    /// Makes the PASID table holding (`sid`, `pasid`) exist, allocating and
+    /// linking it into the directory (VT-d §9.5) if needed. PASID 0 is the
+    /// RID_PASID entry every device has; other PASIDs must be below the
+    /// device's `max_pasids`.
+    ///
+    /// # Errors
+    /// [`Errno::NoDev`], [`Errno::Inval`], [`Errno::NoMem`] (nothing changed).
+    pub(crate) fn ensure_pasid_table(
+        &mut self,
+        mem: &dyn PhysMem,
+        frames: &mut dyn FrameAllocator,
+        sid: SourceId,
+        pasid: Pasid,
+    ) -> Result<(), Errno> {
+        let dev = self.devices.get_mut(&sid.raw()).ok_or(Errno::NoDev)?;
+        let dir_index = pasid.raw() >> 6;
+        if (pasid.raw() != 0 && pasid.raw() >= dev.caps.max_pasids) || dir_index >= dev.dir_entries {
+            return Err(Errno::Inval);
+        }
+        if dev.tables.contains_key(&dir_index) {
+            return Ok(());
+        }
+        let t = frames.alloc_frame(mem)?;
+        let de = PasidDirEntry::new_present(t);
+        if mem.write(Hpa::new(dev.pasid_dir.raw() + dir_offset(pasid)), &de.to_bytes()).is_err() {
+            frames.free_frame(t);
+            return Err(Errno::Fault);
+        }
+        dev.tables.insert(dir_index, t);
+        Ok(())
+    }
+
+    /// Frees the PASID table holding (`sid`, `pasid`) once every entry in
+    /// it is zero (after a full teardown): the directory entry is cleared
+    /// first, then the frame goes back (the PASID cache held only entries
+    /// of that table, already invalidated by the teardown).
+    pub(crate) fn release_empty_pasid_table(
+        &mut self,
+        mem: &dyn PhysMem,
+        frames: &mut dyn FrameAllocator,
+        sid: SourceId,
+        pasid: Pasid,
+    ) {
+        let dir_index = pasid.raw() >> 6;
+        let Some(dev) = self.devices.get(&sid.raw()) else { return };
+        let Some(table) = dev.tables.get(&dir_index).copied() else { return };
+        let empty = (0..512u64).all(|i| mem.read_u64(Hpa::new(table.raw() + 8 * i)).is_ok_and(|w| w == 0));
+        if !empty {
+            return;
+        }
+        if mem.write_u64(Hpa::new(dev.pasid_dir.raw() + dir_offset(pasid)), 0).is_err() {
+            return;
+        }
+        if let Some(dev) = self.devices.get_mut(&sid.raw()) {
+            dev.tables.remove(&dir_index);
+        }
+        frames.free_frame(table);
+        self.log.push(HwAction::PasidTableFree { sid, dir_index });
     }
 
     /// Tears down the PASID entry of (`sid`, `pasid`), semantics §4.2:
@@ -503,6 +586,22 @@ impl<B: RegisterBus> VtdDriver<B> {
             descs.push(device_tlb_all(sid, pasid));
         }
         self.submit(mem, &descs)
+    }
+}
+
+/// A device-TLB invalidation of 2^am pages at an address (`Some`) or of
+/// everything (`None`), in the ATS size encoding (PCIe ATS §2.3: with S
+/// set, the run of low one bits above bit 11 gives the size).
+fn device_tlb_range(sid: SourceId, pasid: Pasid, range: Option<(Iova, u8)>) -> InvDescriptor {
+    let (addr, size) = match range {
+        None => return device_tlb_all(sid, pasid),
+        Some((addr, 0)) => (addr, false),
+        Some((addr, am)) => (Iova::new(addr.raw() | ((1u64 << (am - 1)) - 1) << 12), true),
+    };
+    if pasid.raw() == 0 {
+        InvDescriptor::DeviceTlb { sid, pfsid: 0, qdep: 0, addr, size }
+    } else {
+        InvDescriptor::PasidDeviceTlb { sid, pfsid: 0, qdep: 0, pasid, global: false, addr, size }
     }
 }
 

@@ -1,0 +1,328 @@
+//! The seed-era guest-SVA API (semantics §1.2 "Legacy", §4.10, §5.11
+//! specs 65–69): IOASID-style PASID sets per VM with quotas,
+//! `bind_gpasid` / `unbind_gpasid` building nested PASID entries over the
+//! device's second stage, and aux domains attached at kernel-chosen PASIDs.
+//!
+//! Where the 2020 design left questions open, this follows upstream's
+//! later answers (§6): a second bind of the same (device, host PASID) is
+//! `EBUSY`; unbind always flushes device TLBs and drains; freeing a host
+//! PASID that is still bound tears the binding down first, so the value
+//! can never be handed out while a device can still use it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use iommu_types::{Gpa, Pasid, PhysMem};
+
+use super::Kernel;
+use crate::driver::{DomainRef, IommuDriver};
+use crate::frames::FrameAllocator;
+use crate::iommu::{HandleKind, NestedS1};
+use crate::pasid::{DeviceId, PASID_SPACE};
+use crate::Errno;
+
+/// A VM's PASID set (IOASID set): the host PASIDs it allocated, bounded
+/// by a quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IoasidSetId(pub u32);
+
+/// How many sets the kernel holds at most.
+pub const MAX_IOASID_SETS: usize = 1024;
+
+#[derive(Debug, Default)]
+pub(super) struct IoasidSet {
+    quota: u32,
+    pasids: BTreeSet<u32>,
+    /// Guest PASID → host PASID, for bindings that gave a guest PASID.
+    g2h: BTreeMap<u32, u32>,
+}
+
+/// The VT-d vendor format of the bind data (`IOMMU_PASID_FORMAT_INTEL_VTD`).
+pub const FORMAT_INTEL_VTD: u32 = 1;
+/// The size of the bind data this kernel knows (`argsz` must be at least this).
+pub const GPASID_BIND_ARGSZ: u32 = 48;
+
+/// Bind-data flags (the VT-d block's `flags` plus the generic GPASID_VAL).
+pub mod gpasid_flags {
+    /// The guest PASID field is valid.
+    pub const GPASID_VAL: u64 = 1 << 0;
+    /// Supervisor requests (VT-d SRE).
+    pub const SRE: u64 = 1 << 1;
+    /// Extended access flag (VT-d EAFE).
+    pub const EAFE: u64 = 1 << 2;
+    /// Write protect (VT-d WPE).
+    pub const WPE: u64 = 1 << 3;
+    /// Every flag this kernel knows.
+    pub const KNOWN: u64 = GPASID_VAL | SRE | EAFE | WPE;
+}
+
+/// `iommu_gpasid_bind_data` as a VMM passes it (semantics §1.2 legacy row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GpasidBindData {
+    /// Size the caller filled in.
+    pub argsz: u32,
+    /// Vendor format.
+    pub format: u32,
+    /// [`gpasid_flags`].
+    pub flags: u64,
+    /// Host PASID (allocated by the VMM from its set).
+    pub hpasid: u64,
+    /// Guest PASID (with `GPASID_VAL`).
+    pub gpasid: u64,
+    /// Guest first-level root (guest-physical).
+    pub gpgd: Gpa,
+    /// Guest address width: 48 or 57.
+    pub addr_width: u8,
+}
+
+/// A guest binding: what `unbind_gpasid` undoes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct GuestBinding {
+    set: IoasidSetId,
+    nested: DomainRef,
+    gpasid: Option<u32>,
+}
+
+impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
+    /// Creates a VM's PASID set allowing `quota` host PASIDs.
+    ///
+    /// # Errors
+    /// [`Errno::NoSpc`] beyond [`MAX_IOASID_SETS`].
+    pub fn ioasid_set_alloc(&mut self, quota: u32) -> Result<IoasidSetId, Errno> {
+        if self.sets.len() >= MAX_IOASID_SETS {
+            return Err(Errno::NoSpc);
+        }
+        let id = (1..).map(IoasidSetId).find(|i| !self.sets.contains_key(i)).ok_or(Errno::NoSpc)?;
+        self.sets.insert(id, IoasidSet { quota, ..Default::default() });
+        Ok(id)
+    }
+
+    /// Allocates a host PASID for the VM from the global space.
+    ///
+    /// # Errors
+    /// [`Errno::NoEnt`] for an unknown set; [`Errno::NoSpc`] at the quota
+    /// or when the space is exhausted.
+    pub fn ioasid_alloc(&mut self, set: IoasidSetId) -> Result<Pasid, Errno> {
+        let s = self.sets.get(&set).ok_or(Errno::NoEnt)?;
+        if s.pasids.len() >= s.quota as usize {
+            return Err(Errno::NoSpc);
+        }
+        let p = self.pasids.alloc(PASID_SPACE)?;
+        if let Some(s) = self.sets.get_mut(&set) {
+            s.pasids.insert(p.raw());
+        }
+        Ok(p)
+    }
+
+    /// The host PASIDs of a set.
+    pub fn ioasid_set_pasids(&self, set: IoasidSetId) -> Vec<Pasid> {
+        self.sets.get(&set).map_or(Vec::new(), |s| s.pasids.iter().map(|p| Pasid::new_truncate(*p as u64)).collect())
+    }
+
+    /// Frees a host PASID of `set` ("free before unbind", spec 68): every
+    /// binding still using it is torn down first (flush and drain), then
+    /// the value returns to the allocator.
+    ///
+    /// # Errors
+    /// [`Errno::NoEnt`] when the set does not hold it.
+    pub fn ioasid_free(&mut self, set: IoasidSetId, pasid: Pasid) -> Result<(), Errno> {
+        if !self.sets.get(&set).is_some_and(|s| s.pasids.contains(&pasid.raw())) {
+            return Err(Errno::NoEnt);
+        }
+        let bound: Vec<DeviceId> =
+            self.guests.iter().filter(|((_, p), b)| *p == pasid.raw() && b.set == set).map(|((d, _), _)| *d).collect();
+        for dev in bound {
+            self.unbind_gpasid(dev, pasid)?;
+        }
+        if let Some(s) = self.sets.get_mut(&set) {
+            s.pasids.remove(&pasid.raw());
+        }
+        let _ = self.pasids.free(pasid);
+        Ok(())
+    }
+
+    /// Frees a whole set: every binding of every PASID in it is torn down,
+    /// every PASID freed.
+    ///
+    /// # Errors
+    /// [`Errno::NoEnt`] for an unknown set.
+    pub fn ioasid_set_free(&mut self, set: IoasidSetId) -> Result<(), Errno> {
+        let pasids = self.ioasid_set_pasids(set);
+        if !self.sets.contains_key(&set) {
+            return Err(Errno::NoEnt);
+        }
+        for p in pasids {
+            self.ioasid_free(set, p)?;
+        }
+        self.sets.remove(&set);
+        Ok(())
+    }
+
+    /// `intel_svm_bind_gpasid` (specs 65–66): validates the bind data, then
+    /// attaches a nested domain at (`dev`, hpasid): first level = the
+    /// guest's table (GPA), second level = the device's RID domain, which
+    /// must be a nest-parent paging domain (the VM's stage 2).
+    ///
+    /// # Errors
+    /// [`Errno::Inval`] for a wrong format, a short `argsz`, unknown flags,
+    /// a host PASID of 0 or ≥ 2^20, a device whose PASID width is not 20
+    /// bits, a bad address width or a second level that cannot nest;
+    /// [`Errno::NoEnt`] when the host PASID is not in `set`;
+    /// [`Errno::Busy`] when (device, host PASID) is already bound (the first
+    /// binding is untouched); driver errors.
+    pub fn bind_gpasid(&mut self, dev: DeviceId, set: IoasidSetId, data: &GpasidBindData) -> Result<(), Errno> {
+        if data.format != FORMAT_INTEL_VTD
+            || data.argsz < GPASID_BIND_ARGSZ
+            || data.flags & !gpasid_flags::KNOWN != 0
+            || data.hpasid == 0
+            || data.hpasid >= PASID_SPACE as u64
+            || (data.flags & gpasid_flags::GPASID_VAL != 0 && (data.gpasid == 0 || data.gpasid >= PASID_SPACE as u64))
+        {
+            return Err(Errno::Inval);
+        }
+        let info = self.iommu.device(dev)?;
+        if info.max_pasids != PASID_SPACE {
+            return Err(Errno::Inval);
+        }
+        let hpasid = Pasid::new_truncate(data.hpasid);
+        if !self.sets.get(&set).is_some_and(|s| s.pasids.contains(&hpasid.raw())) {
+            return Err(Errno::NoEnt);
+        }
+        if self.guests.contains_key(&(dev, hpasid.raw())) {
+            return Err(Errno::Busy);
+        }
+        let gpasid = (data.flags & gpasid_flags::GPASID_VAL != 0).then_some(data.gpasid as u32);
+        if let Some(g) = gpasid {
+            if self.sets.get(&set).is_some_and(|s| s.g2h.get(&g).is_some_and(|h| *h != hpasid.raw())) {
+                return Err(Errno::Busy);
+            }
+        }
+        let parent = self.iommu.rid_domain(dev)?;
+        let s1 = NestedS1 {
+            root: data.gpgd,
+            addr_width: data.addr_width,
+            sre: data.flags & gpasid_flags::SRE != 0,
+            eafe: data.flags & gpasid_flags::EAFE != 0,
+            wpe: data.flags & gpasid_flags::WPE != 0,
+        };
+        let nested = self.iommu.alloc_nested(parent, s1)?;
+        let handle = HandleKind::User(u64::from(set.0) << 32 | u64::from(gpasid.unwrap_or(0)));
+        if let Err(e) = self.iommu.attach_dev_pasid(nested, dev, hpasid, Some(handle)) {
+            let _ = self.iommu.free_domain(nested);
+            return Err(e);
+        }
+        if let (Some(g), Some(s)) = (gpasid, self.sets.get_mut(&set)) {
+            s.g2h.insert(g, hpasid.raw());
+        }
+        self.guests.insert((dev, hpasid.raw()), GuestBinding { set, nested, gpasid });
+        Ok(())
+    }
+
+    /// `intel_svm_unbind_gpasid` (spec 67): the nested entry is torn down
+    /// with PASID-cache, IOTLB and device-TLB invalidation and a page
+    /// request drain whatever the guest flushed, then its domain freed.
+    /// The host PASID stays allocated to its set.
+    ///
+    /// # Errors
+    /// [`Errno::NoEnt`] when (device, PASID) is not bound.
+    pub fn unbind_gpasid(&mut self, dev: DeviceId, hpasid: Pasid) -> Result<(), Errno> {
+        let b = self.guests.remove(&(dev, hpasid.raw())).ok_or(Errno::NoEnt)?;
+        let _ = self.service_page_requests();
+        if let Ok(group) = self.iommu.group_of(dev) {
+            for m in self.iommu.group_members(group) {
+                for r in self.iopf.flush_pasid(m, Some(hpasid)) {
+                    let _ = self.respond(r);
+                }
+            }
+        }
+        self.iommu.detach_dev_pasid(b.nested, dev, hpasid);
+        let _ = self.iommu.free_domain(b.nested);
+        if let (Some(g), Some(s)) = (b.gpasid, self.sets.get_mut(&b.set)) {
+            if !self.guests.values().any(|o| o.set == b.set && o.gpasid == Some(g)) {
+                s.g2h.remove(&g);
+            }
+        }
+        Ok(())
+    }
+
+    /// The host PASID bound for guest PASID `gpasid` in `set`.
+    pub fn gpasid_to_host(&self, set: IoasidSetId, gpasid: Pasid) -> Option<Pasid> {
+        self.sets.get(&set)?.g2h.get(&gpasid.raw()).map(|h| Pasid::new_truncate(*h as u64))
+    }
+
+    /// The guest PASID a host PASID of `set` was bound with.
+    pub fn host_to_gpasid(&self, set: IoasidSetId, hpasid: Pasid) -> Option<Pasid> {
+        let s = self.sets.get(&set)?;
+        s.g2h.iter().find(|(_, h)| **h == hpasid.raw()).map(|(g, _)| Pasid::new_truncate(*g as u64))
+    }
+
+    /// Whether (device, host PASID) is bound to a guest.
+    pub fn gpasid_bound(&self, dev: DeviceId, hpasid: Pasid) -> bool {
+        self.guests.contains_key(&(dev, hpasid.raw()))
+    }
+
+    // ---- aux domains (2019-2022 API, SMMUv3 RFC rules; spec 69) -------
+
+    /// Attaches `domain` to `dev` as an auxiliary domain at a PASID the
+    /// kernel allocates from the global space (`iommu_aux_attach_device`).
+    ///
+    /// # Errors
+    /// [`Errno::Inval`] when the domain is already in normal use (a domain
+    /// is aux or normal for good); [`Errno::Busy`] when it is already an
+    /// aux domain of a device; [`Errno::NoSpc`]; attach errors (the PASID
+    /// is freed again).
+    pub fn aux_attach(&mut self, domain: DomainRef, dev: DeviceId) -> Result<Pasid, Errno> {
+        let info = self.iommu.device(dev)?;
+        if self.aux.contains_key(&domain) {
+            return Err(Errno::Busy);
+        }
+        if self.normal.contains(&domain) || !self.iommu.domain_attachments(domain).is_empty() {
+            return Err(Errno::Inval);
+        }
+        let pasid = self.pasids.alloc(info.max_pasids)?;
+        if let Err(e) = self.iommu.attach_dev_pasid(domain, dev, pasid, None) {
+            let _ = self.pasids.free(pasid);
+            return Err(e);
+        }
+        self.aux.insert(domain, (dev, pasid));
+        Ok(pasid)
+    }
+
+    /// The PASID of an aux domain (`iommu_aux_get_pasid`).
+    pub fn aux_get_pasid(&self, domain: DomainRef) -> Option<Pasid> {
+        self.aux.get(&domain).map(|(_, p)| *p)
+    }
+
+    /// Detaches an aux domain: the PASID entry is torn down (device-TLB
+    /// invalidation for that PASID included) and the PASID freed. The
+    /// domain stays an aux domain.
+    ///
+    /// # Errors
+    /// [`Errno::NoEnt`] when it is not attached as aux to `dev`.
+    pub fn aux_detach(&mut self, domain: DomainRef, dev: DeviceId) -> Result<(), Errno> {
+        match self.aux.get(&domain) {
+            Some((d, p)) if *d == dev => {
+                let p = *p;
+                self.iommu.detach_dev_pasid(domain, dev, p);
+                let _ = self.pasids.free(p);
+                self.aux.remove(&domain);
+                self.aux_used.insert(domain);
+                Ok(())
+            }
+            _ => Err(Errno::NoEnt),
+        }
+    }
+
+    /// Attaches `domain` to the RID of `dev` normally; refused for a
+    /// domain that has been used as aux (spec 69).
+    ///
+    /// # Errors
+    /// [`Errno::Inval`] for an aux domain; as [`crate::iommu::Iommu::attach_rid`].
+    pub fn attach_normal(&mut self, domain: DomainRef, dev: DeviceId) -> Result<(), Errno> {
+        if self.aux.contains_key(&domain) || self.aux_used.contains(&domain) {
+            return Err(Errno::Inval);
+        }
+        self.iommu.attach_rid(domain, dev)?;
+        self.normal.insert(domain);
+        Ok(())
+    }
+}
