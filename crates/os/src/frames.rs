@@ -14,6 +14,14 @@ pub trait FrameAllocator {
     /// [`Errno::NoMem`] when none is left (or a failure is injected).
     fn alloc_frame(&mut self, mem: &dyn PhysMem) -> Result<Hpa, Errno>;
 
+    /// `pages` physically contiguous zeroed frames (one allocation for
+    /// failure injection); each is later returned with
+    /// [`FrameAllocator::free_frame`].
+    ///
+    /// # Errors
+    /// [`Errno::NoMem`].
+    fn alloc_contiguous(&mut self, mem: &dyn PhysMem, pages: u64) -> Result<Hpa, Errno>;
+
     /// Returns a frame.
     fn free_frame(&mut self, frame: Hpa);
 
@@ -37,6 +45,11 @@ impl RangeFrames {
     /// Frames in `[start, end)` (4 KiB aligned).
     pub fn new(start: Hpa, end: Hpa) -> Self {
         Self { next: start.raw(), end: end.raw(), free: Vec::new(), in_use: 0, allocations: 0, fail_at: None }
+    }
+
+    /// Allocations attempted so far (for sizing fault-injection sweeps).
+    pub fn allocations(&self) -> u64 {
+        self.allocations
     }
 
     /// Makes the `n`-th allocation from now fail (1 = the next one); `None`
@@ -67,6 +80,32 @@ impl FrameAllocator for RangeFrames {
         }
         self.in_use += 1;
         Ok(frame)
+    }
+
+    fn alloc_contiguous(&mut self, mem: &dyn PhysMem, pages: u64) -> Result<Hpa, Errno> {
+        if pages <= 1 {
+            return self.alloc_frame(mem);
+        }
+        self.allocations += 1;
+        if self.fail_at == Some(self.allocations) {
+            return Err(Errno::NoMem);
+        }
+        // Runs come from the never-used part of the range (the free list
+        // holds single frames in no particular order).
+        let bytes = pages.checked_mul(0x1000).ok_or(Errno::NoMem)?;
+        let end = self.next.checked_add(bytes).ok_or(Errno::NoMem)?;
+        if end > self.end {
+            return Err(Errno::NoMem);
+        }
+        let first = Hpa::new(self.next);
+        for i in 0..pages {
+            if mem.write(Hpa::new(first.raw() + i * 0x1000), &[0u8; 4096]).is_err() {
+                return Err(Errno::NoMem);
+            }
+        }
+        self.next = end;
+        self.in_use += pages as usize;
+        Ok(first)
     }
 
     fn free_frame(&mut self, frame: Hpa) {

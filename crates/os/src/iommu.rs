@@ -366,9 +366,14 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Iommu<D, M, F> {
             Some(g) => g.rid,
             None => self.identity_domain(),
         };
-        self.driver.probe_device(&self.mem, &mut self.frames, &info)?;
         let desc = self.domain_desc(rid)?;
-        self.driver.set_dev_pasid(&self.mem, &mut self.frames, &info, Pasid::ZERO, &desc, None)?;
+        self.driver.probe_device(&self.mem, &mut self.frames, &info)?;
+        if !matches!(desc.config, DomainConfig::Blocked) {
+            if let Err(e) = self.driver.set_dev_pasid(&self.mem, &mut self.frames, &info, Pasid::ZERO, &desc, None) {
+                self.driver.release_device(&self.mem, &mut self.frames, &info);
+                return Err(e);
+            }
+        }
         self.devices.insert(info.id, (info, group));
         let g = self.groups.entry(group).or_insert_with(|| Group {
             members: Vec::new(),
@@ -381,6 +386,36 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Iommu<D, M, F> {
         g.members.push(info.id);
         if let Some(d) = self.domains.get_mut(&rid.index) {
             d.attached.insert((info.id, 0));
+        }
+        Ok(())
+    }
+
+    /// Removes a device (semantics L7): its group must have no PASID
+    /// attached while it is PASID-capable ([`Errno::Busy`]); its RID entry
+    /// is torn down and the driver forgets it. An emptied group is deleted.
+    ///
+    /// # Errors
+    /// [`Errno::NoDev`], [`Errno::Busy`].
+    pub fn remove_device(&mut self, dev: DeviceId) -> Result<(), Errno> {
+        let (gid, group) = self.group(dev)?;
+        let info = self.device(dev)?;
+        if info.max_pasids > 0 && group.slots.values().any(|s| matches!(s, Slot::Attached { .. })) {
+            return Err(Errno::Busy);
+        }
+        let rid = group.rid;
+        if !group.resetting && !matches!(self.domain_desc(rid)?.config, DomainConfig::Blocked) {
+            self.driver.remove_dev_pasid(&self.mem, &mut self.frames, &info, Pasid::ZERO, false);
+        }
+        self.driver.release_device(&self.mem, &mut self.frames, &info);
+        if let Some(d) = self.domains.get_mut(&rid.index) {
+            d.attached.remove(&(dev, 0));
+        }
+        self.devices.remove(&dev);
+        if let Some(g) = self.groups.get_mut(&gid) {
+            g.members.retain(|m| *m != dev);
+            if g.members.is_empty() {
+                self.groups.remove(&gid);
+            }
         }
         Ok(())
     }

@@ -120,6 +120,10 @@ pub trait IommuDriver {
         dev: &DeviceInfo,
     ) -> Result<(), Errno>;
 
+    /// Forgets a device whose every PASID entry is gone: its context and
+    /// PASID structures are torn down and freed.
+    fn release_device(&mut self, mem: &dyn PhysMem, frames: &mut dyn FrameAllocator, dev: &DeviceInfo);
+
     /// Makes (`dev`, `pasid`) translate through `new`; PASID 0 is the RID.
     /// `old` is what is installed now. Semantics §1.1: `EINVAL` means this
     /// domain is incompatible with the device (the caller may try another);

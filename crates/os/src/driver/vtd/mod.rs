@@ -62,6 +62,11 @@ pub enum HwAction {
         /// PASID.
         pasid: Pasid,
     },
+    /// A context entry was torn down and zeroed.
+    ContextEntryZero {
+        /// Device.
+        sid: SourceId,
+    },
     /// An empty PASID table was unlinked from the directory and freed.
     PasidTableFree {
         /// Device.
@@ -369,7 +374,11 @@ impl<B: RegisterBus> VtdDriver<B> {
         self.log.push(HwAction::ContextEntryWrite { sid });
         self.devices.insert(sid.raw(), Device { caps, pasid_dir: dir, dir_entries, tables: BTreeMap::new() });
         let cc = ContextCacheScope::Device { did: DomainId::new(0), sid, fm: 0 };
-        self.submit(mem, &[InvDescriptor::ContextCache(cc)])
+        let flushed = self.submit(mem, &[InvDescriptor::ContextCache(cc)]);
+        if flushed.is_err() {
+            self.remove_device(mem, frames, sid);
+        }
+        flushed
     }
 
     fn entry_addr(&self, sid: SourceId, pasid: Pasid) -> Option<Hpa> {
@@ -548,7 +557,7 @@ impl<B: RegisterBus> VtdDriver<B> {
         if dev.ats {
             descs.push(device_tlb_all(sid, pasid));
         }
-        self.submit(mem, &descs)?;
+        self.submit_retrying(mem, &descs)?;
         if fault_ignore {
             let mut w = [0u64; 8];
             w[0] = PasidEntry::default().with(PasidEntry::FPD, 1).0[0];
@@ -585,7 +594,65 @@ impl<B: RegisterBus> VtdDriver<B> {
         if dev.ats {
             descs.push(device_tlb_all(sid, pasid));
         }
-        self.submit(mem, &descs)
+        self.submit_retrying(mem, &descs)
+    }
+
+    /// Submits a batch that belongs to a teardown, which cannot be undone
+    /// half-way: a failed submission (time-out) is retried once, as Linux's
+    /// queue submission retries after clearing ITE.
+    fn submit_retrying(&mut self, mem: &dyn PhysMem, descs: &[InvDescriptor]) -> Result<(), Errno> {
+        match self.submit(mem, descs) {
+            Ok(()) => Ok(()),
+            Err(_) => self.submit(mem, descs),
+        }
+    }
+
+    /// Submissions so far (for sizing fault-injection sweeps).
+    pub fn submissions(&self) -> u64 {
+        self.submissions
+    }
+
+    /// Releases a device (semantics §4.7 context-entry teardown): clear P
+    /// only, device-selective context-cache invalidation, device-TLB
+    /// invalidation with ATS, zero the entry; then its PASID tables and
+    /// directory are freed, and the context table too once no device uses
+    /// it. Every PASID entry must already be torn down.
+    pub fn remove_device(&mut self, mem: &dyn PhysMem, frames: &mut dyn FrameAllocator, sid: SourceId) {
+        let Some(dev) = self.devices.remove(&sid.raw()) else { return };
+        let upper = sid.devfn() >= 0x80;
+        let Some(ctx_table) = self.ctx_tables.get(&(sid.bus(), upper)).copied() else { return };
+        let at = Hpa::new(ctx_table.raw() + 32 * (sid.devfn() & 0x7F) as u64);
+        if let Ok(w0) = mem.read_u64(at) {
+            let _ = mem.write_u64(at, w0 & !1);
+        }
+        let mut descs =
+            vec![InvDescriptor::ContextCache(ContextCacheScope::Device { did: DomainId::new(0), sid, fm: 0 })];
+        if dev.caps.ats {
+            descs.push(device_tlb_all(sid, Pasid::ZERO));
+        }
+        let _ = self.submit_retrying(mem, &descs);
+        let _ = write_words(mem, at, &[0; 4]);
+        self.log.push(HwAction::ContextEntryZero { sid });
+        for t in dev.tables.values() {
+            frames.free_frame(*t);
+        }
+        let dir_pages = (dev.dir_entries as u64 * 8).div_ceil(4096);
+        for i in 0..dir_pages {
+            frames.free_frame(Hpa::new(dev.pasid_dir.raw() + i * 4096));
+        }
+        let in_use = self.devices.keys().any(|k| {
+            let other = SourceId::new(*k);
+            other.bus() == sid.bus() && (other.devfn() >= 0x80) == upper
+        });
+        if !in_use {
+            self.ctx_tables.remove(&(sid.bus(), upper));
+            let lower = self.ctx_tables.get(&(sid.bus(), false)).copied();
+            let up = self.ctx_tables.get(&(sid.bus(), true)).copied();
+            let re = ScalableRootEntry::new(lower, up);
+            let _ = mem.write(Hpa::new(self.root.raw() + 16 * sid.bus() as u64), &re.to_bytes());
+            let _ = self.submit_retrying(mem, &[InvDescriptor::ContextCache(ContextCacheScope::Global)]);
+            frames.free_frame(ctx_table);
+        }
     }
 }
 
@@ -637,14 +704,7 @@ fn alloc_contiguous(
     pages: u64,
     taken: &mut Vec<Hpa>,
 ) -> Result<Hpa, Errno> {
-    let first = frames.alloc_frame(mem)?;
-    taken.push(first);
-    for i in 1..pages {
-        let f = frames.alloc_frame(mem)?;
-        taken.push(f);
-        if f.raw() != first.raw() + i * 4096 {
-            return Err(Errno::NoMem);
-        }
-    }
+    let first = frames.alloc_contiguous(mem, pages)?;
+    taken.extend((0..pages).map(|i| Hpa::new(first.raw() + i * 4096)));
     Ok(first)
 }

@@ -91,9 +91,8 @@ impl<B: RegisterBus> VtdDriver<B> {
     /// Tears down, retrying a failed queue submission once (the teardown
     /// cannot be undone; Linux's queue submission retries likewise).
     fn teardown_retrying(&mut self, mem: &dyn PhysMem, dev: &DeviceInfo, pasid: Pasid, fault_ignore: bool) {
-        if self.teardown_pasid(mem, dev.sid, pasid, fault_ignore).is_err() {
-            let _ = self.teardown_pasid(mem, dev.sid, pasid, fault_ignore);
-        }
+        // Failed submissions are retried inside the teardown itself.
+        let _ = self.teardown_pasid(mem, dev.sid, pasid, fault_ignore);
     }
 }
 
@@ -110,6 +109,10 @@ impl<B: RegisterBus> IommuDriver for VtdDriver<B> {
     ) -> Result<(), Errno> {
         let caps = super::DeviceCaps { max_pasids: dev.max_pasids, ats: dev.ats, pri: dev.pri };
         self.add_device(mem, frames, dev.sid, caps)
+    }
+
+    fn release_device(&mut self, mem: &dyn PhysMem, frames: &mut dyn FrameAllocator, dev: &DeviceInfo) {
+        self.remove_device(mem, frames, dev.sid);
     }
 
     /// VT-d 7.0 replace (semantics §4.3): the new entry is validated and its
