@@ -201,6 +201,12 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Iommu<D, M, F> {
         }
     }
 
+    /// Takes the core apart (instance, driver, memory, frames), e.g. to
+    /// wrap its driver; only meaningful before any device was added.
+    pub fn into_parts(self) -> (u16, D, M, F) {
+        (self.instance, self.driver, self.mem, self.frames)
+    }
+
     /// The driver.
     pub fn driver(&self) -> &D {
         &self.driver

@@ -55,6 +55,9 @@ struct Process {
     pasids: MmPasids,
     /// SVA domains of this mm with their attachment counts (L3).
     domains: Vec<(DomainRef, u32)>,
+    /// x86 linear-address masking on: the CPU ignores upper address bits
+    /// the IOMMU would not, so the mm cannot be shared with devices.
+    lam: bool,
     /// IA32_PASID of each thread.
     threads: Vec<Ia32Pasid>,
     exited: bool,
@@ -176,6 +179,7 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
             pasids: MmPasids::default(),
             domains: Vec::new(),
             threads: vec![Ia32Pasid::default()],
+            lam: false,
             exited: false,
         };
         self.procs.insert(id, proc);
@@ -305,6 +309,57 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
         }
     }
 
+    /// A new thread in the process, with a clear IA32_PASID; returns its
+    /// index.
+    ///
+    /// # Errors
+    /// [`Errno::Fault`] after exit; [`Errno::NoSpc`] beyond 1024 threads.
+    pub fn spawn_thread(&mut self, mm: MmId) -> Result<usize, Errno> {
+        let p = self.live_mut(mm)?;
+        if p.threads.len() >= 1024 {
+            return Err(Errno::NoSpc);
+        }
+        p.threads.push(Ia32Pasid::default());
+        Ok(p.threads.len() - 1)
+    }
+
+    /// A thread's IA32_PASID.
+    pub fn ia32_pasid(&self, mm: MmId, thread: usize) -> Option<Ia32Pasid> {
+        self.procs.get(&mm)?.threads.get(thread).copied()
+    }
+
+    /// Enables x86 LAM for the mm (`arch_prctl(ARCH_ENABLE_TAGGED_ADDR)`).
+    ///
+    /// # Errors
+    /// [`Errno::Busy`] once the mm has SVA domains (the kernel refuses LAM
+    /// on an mm shared with devices); [`Errno::Fault`] after exit.
+    pub fn enable_lam(&mut self, mm: MmId) -> Result<(), Errno> {
+        let p = self.live_mut(mm)?;
+        if !p.domains.is_empty() {
+            return Err(Errno::Busy);
+        }
+        p.lam = true;
+        Ok(())
+    }
+
+    /// Removes a device (semantics L7): it must have no bond or PASID
+    /// attachment left; its pending page-request groups are answered
+    /// INVALID and its partial requests dropped before the IOMMU forgets it.
+    ///
+    /// # Errors
+    /// As [`Iommu::remove_device`].
+    pub fn remove_device(&mut self, dev: DeviceId) -> Result<(), Errno> {
+        let info = self.iommu.device(dev)?;
+        if info.max_pasids > 0 && !self.iommu.attached_pasids(dev).is_empty() {
+            return Err(Errno::Busy);
+        }
+        for r in self.iopf.remove_device(dev) {
+            let _ = self.respond(r);
+        }
+        self.device_pasids.remove(&dev);
+        self.iommu.remove_device(dev)
+    }
+
     /// A thread executes ENQCMD: with a valid IA32_PASID it proceeds; else
     /// the #GP fix-up loads the mm's global PASID once (spec 71). Returns
     /// the PASID the instruction carries.
@@ -332,11 +387,14 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
     /// [`Errno::NoDev`] (no PASID allocated); [`Errno::Overflow`],
     /// [`Errno::NoSpc`], [`Errno::Busy`] (mixed kinds under v2, or the slot
     /// used by something else); [`Errno::Fault`] for an exited mm; driver
-    /// errors.
+    /// errors; [`Errno::Busy`] for an mm with LAM enabled (spec 12).
     pub fn sva_bind(&mut self, dev: DeviceId, mm: MmId) -> Result<Bond, Errno> {
         let info = self.iommu.device(dev)?;
         let policy = self.policy;
         let p = self.live_mut(mm)?;
+        if p.lam {
+            return Err(Errno::Busy);
+        }
         let mut pasids = p.pasids.clone();
         let pasid = pasids.acquire_global(&mut self.pasids, info.max_pasids, policy)?;
         // Kept even if the rest fails (L4).
@@ -357,6 +415,9 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
         let policy = self.policy;
         let group = self.iommu.group_of(dev)?;
         let p = self.live_mut(mm)?;
+        if p.lam {
+            return Err(Errno::Busy);
+        }
         let mut pasids = p.pasids.clone();
         pasids.acquire_local(dev, pasid, info.max_pasids, policy)?;
         let existing = self.bonds.contains_key(&(group, pasid.raw()));

@@ -11,6 +11,7 @@ use iommu_format::vtd::inv_desc::{InvDescriptor, ResponseCode as HwCode};
 use iommu_format::vtd::pasid::PasidEntry;
 use iommu_hw::vtd::{Endpoint, EndpointDma};
 use iommu_os::driver::vtd::HwAction;
+use iommu_os::frames::FrameAllocator;
 use iommu_os::iommu::{GroupId, HandleKind, HandleType};
 use iommu_os::iopf::ResponseCode;
 use iommu_os::pasid::LocalPolicy;
@@ -351,4 +352,165 @@ fn seed002_three_pasid_device_fails_globally_once_1_to_3_are_taken_and_binds_loc
     os.cpu_read(mm2, VA, &mut buf).unwrap();
     assert_eq!(&buf, b"local");
     let _ = SourceId::new(0);
+}
+
+#[test]
+fn spec12_bind_of_an_mm_with_lam_is_ebusy() {
+    let (_u, mut os) = kernel();
+    os.add_device(sva_dev(1), GroupId(1)).unwrap();
+    let mm = os.create_process().unwrap();
+    os.enable_lam(mm).unwrap();
+    assert_eq!(os.sva_bind(sva_dev(1).id, mm), Err(Errno::Busy));
+}
+
+#[test]
+fn enqcmd_fixup_loads_each_thread_once() {
+    let (_u, mut os, mm, bond) = bound(1);
+    let t = os.spawn_thread(mm).unwrap();
+    assert_eq!(os.ia32_pasid(mm, t).unwrap().0, 0);
+    assert_eq!(os.enqcmd(mm, t), Ok(bond.pasid));
+    assert_eq!(os.ia32_pasid(mm, t).unwrap().0, (1 << 31) | bond.pasid.raw() as u64);
+    assert_eq!(os.ia32_pasid(mm, 0).unwrap().0, 0);
+}
+
+#[test]
+fn device_removal_with_a_bond_is_ebusy_and_after_unbind_frees_its_structures() {
+    let (_u, mut os, _mm, bond) = bound(1);
+    assert_eq!(os.remove_device(sva_dev(1).id), Err(Errno::Busy));
+    os.sva_unbind(&bond);
+    let before = os.iommu().frames().in_use();
+    os.remove_device(sva_dev(1).id).unwrap();
+    assert!(os.iommu().frames().in_use() < before);
+    assert_eq!(os.iommu().device(sva_dev(1).id), Err(Errno::NoDev));
+}
+
+#[test]
+fn device_removal_answers_its_pending_page_requests_invalid() {
+    let (unit, mut os) = kernel();
+    os.add_device(sva_dev(1), GroupId(1)).unwrap();
+    // A partial request is kept; removal drops it without a response, and
+    // the device is gone from the IOPF queue.
+    let req = iommu_format::vtd::page_req::PageRequest {
+        rid: sva_dev(1).sid,
+        pasid: Some(Pasid::new(1)),
+        addr: Iova::new(VA),
+        read: true,
+        write: false,
+        exec: false,
+        privileged: false,
+        lpig: false,
+        prgi: 1,
+        private: [0, 0],
+    };
+    let _ = unit.page_request(&req);
+    os.service_page_requests().unwrap();
+    assert_eq!(os.iopf().partial_count(sva_dev(1).id), 1);
+    os.remove_device(sva_dev(1).id).unwrap();
+    assert!(!os.iopf().contains(sva_dev(1).id));
+}
+
+mod picky {
+    //! A driver that finds a device incompatible with the first SVA domain
+    //! it is offered (spec 5): it answers EINVAL, the soft error that makes
+    //! the SVA layer allocate a new domain.
+    use super::common::Drv;
+    use iommu_os::driver::{DeviceInfo, DomainDesc, DomainRef, FaultBatch, FlushTarget, IommuDriver};
+    use iommu_os::frames::FrameAllocator;
+    use iommu_os::iopf::Response;
+    use iommu_os::pasid::DeviceId;
+    use iommu_os::Errno;
+    use iommu_types::{Pasid, PhysMem, SourceId};
+
+    #[derive(Debug)]
+    pub struct Picky {
+        pub inner: Drv,
+        pub refuses: SourceId,
+        pub first_sva: Option<DomainRef>,
+    }
+
+    impl IommuDriver for Picky {
+        fn name(&self) -> &'static str {
+            "picky"
+        }
+        fn probe_device(&mut self, m: &dyn PhysMem, f: &mut dyn FrameAllocator, d: &DeviceInfo) -> Result<(), Errno> {
+            self.inner.probe_device(m, f, d)
+        }
+        fn release_device(&mut self, m: &dyn PhysMem, f: &mut dyn FrameAllocator, d: &DeviceInfo) {
+            self.inner.release_device(m, f, d)
+        }
+        fn set_dev_pasid(
+            &mut self,
+            m: &dyn PhysMem,
+            f: &mut dyn FrameAllocator,
+            d: &DeviceInfo,
+            p: Pasid,
+            new: &DomainDesc,
+            old: Option<&DomainDesc>,
+        ) -> Result<(), Errno> {
+            if new.sva {
+                let first = *self.first_sva.get_or_insert(new.id);
+                if d.sid == self.refuses && first == new.id {
+                    return Err(Errno::Inval);
+                }
+            }
+            self.inner.set_dev_pasid(m, f, d, p, new, old)
+        }
+        fn remove_dev_pasid(
+            &mut self,
+            m: &dyn PhysMem,
+            f: &mut dyn FrameAllocator,
+            d: &DeviceInfo,
+            p: Pasid,
+            fi: bool,
+        ) {
+            self.inner.remove_dev_pasid(m, f, d, p, fi)
+        }
+        fn flush_range(
+            &mut self,
+            m: &dyn PhysMem,
+            d: &DomainDesc,
+            t: &[FlushTarget],
+            s: u64,
+            e: u64,
+            l: bool,
+        ) -> Result<(), Errno> {
+            self.inner.flush_range(m, d, t, s, e, l)
+        }
+        fn caches_not_present(&self) -> bool {
+            self.inner.caches_not_present()
+        }
+        fn domain_freed(&mut self, d: DomainRef) {
+            self.inner.domain_freed(d)
+        }
+        fn take_faults(
+            &mut self,
+            m: &dyn PhysMem,
+            l: &dyn Fn(SourceId) -> Option<DeviceId>,
+        ) -> Result<FaultBatch, Errno> {
+            self.inner.take_faults(m, l)
+        }
+        fn clear_fault_overflow(&mut self) -> Result<(), Errno> {
+            self.inner.clear_fault_overflow()
+        }
+        fn send_page_response(&mut self, m: &dyn PhysMem, d: &DeviceInfo, r: &Response) -> Result<(), Errno> {
+            self.inner.send_page_response(m, d, r)
+        }
+    }
+}
+
+#[test]
+fn spec05_device_incompatible_with_the_mms_sva_domain_gets_a_new_one() {
+    let (_u, core) = core();
+    let (instance, driver, mem, frames) = core.into_parts();
+    let picky = picky::Picky { inner: driver, refuses: sva_dev(2).sid, first_sva: None };
+    let mut os =
+        iommu_os::kernel::Kernel::new(iommu_os::iommu::Iommu::new(instance, picky, mem, frames), LocalPolicy::V2);
+    os.add_device(sva_dev(1), GroupId(1)).unwrap();
+    os.add_device(sva_dev(2), GroupId(2)).unwrap();
+    let mm = os.create_process().unwrap();
+    os.sva_bind(sva_dev(1).id, mm).unwrap();
+    os.sva_bind(sva_dev(2).id, mm).unwrap();
+    let doms = os.sva_domains(mm);
+    assert_eq!(doms.len(), 2);
+    assert!(doms.iter().all(|(_, users)| *users == 1));
 }
