@@ -196,3 +196,10 @@ fn spec69_aux_detach_invalidates_the_device_tlb_for_its_pasid() {
     assert!(has_devtlb(&os.iommu_mut().driver_mut().take_log(), p));
     assert!(!os.global_pasids().is_allocated(p));
 }
+
+#[test]
+fn spec66_bind_for_a_platform_device_is_eopnotsupp() {
+    let (mut os, set, hp) = vm();
+    os.add_device(platform(2, 1 << 20), GroupId(2)).unwrap();
+    assert_eq!(os.bind_gpasid(platform(2, 1 << 20).id, set, &data(hp, None)), Err(Errno::OpNotSupp));
+}

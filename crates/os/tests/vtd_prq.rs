@@ -177,7 +177,7 @@ fn requests_after_the_ring_wraps_are_taken_in_order() {
 
 /// Semantics §5.9 #58: a stop marker is dropped.
 #[test]
-fn stop_marker_is_not_reported() {
+fn spec58_stop_marker_is_not_reported() {
     let u = unit();
     let mut d = up(&u);
     queue(&u, PageRequest { read: false, write: false, ..req() });
@@ -187,7 +187,7 @@ fn stop_marker_is_not_reported() {
 
 /// Semantics §5.9 #58: … with no response.
 #[test]
-fn stop_marker_gets_no_response() {
+fn spec58_stop_marker_gets_no_response() {
     let u = unit();
     let mut d = up(&u);
     queue(&u, PageRequest { read: false, write: false, ..req() });
@@ -197,7 +197,7 @@ fn stop_marker_gets_no_response() {
 
 /// Semantics §5.9 #58: a request without PASID gets INVALID if last.
 #[test]
-fn last_request_without_pasid_is_answered_invalid() {
+fn spec58_last_request_without_pasid_is_answered_invalid() {
     let u = unit();
     let mut d = up(&u);
     queue(&u, PageRequest { pasid: None, ..req() });
@@ -215,7 +215,7 @@ fn request_without_pasid_is_not_reported() {
 }
 
 #[test]
-fn non_last_request_without_pasid_gets_no_response() {
+fn spec58_non_last_request_without_pasid_gets_no_response() {
     let u = unit();
     let mut d = up(&u);
     queue(&u, PageRequest { pasid: None, lpig: false, ..req() });
@@ -371,7 +371,7 @@ fn requests_are_queued_again_after_the_overflow_is_cleared() {
 /// Semantics §5.9 #58: the queue is emptied before the overflow bit is
 /// cleared.
 #[test]
-fn clear_prq_overflow_with_requests_in_the_queue_is_busy() {
+fn spec58_clear_prq_overflow_with_requests_in_the_queue_is_busy() {
     let u = unit();
     let mut d = up(&u);
     overflow(&u);
@@ -381,7 +381,7 @@ fn clear_prq_overflow_with_requests_in_the_queue_is_busy() {
 /// Semantics §5.9 #58, the whole flow: the partial requests taken before
 /// the overflow are discarded from the IOPF queue before PRO is cleared.
 #[test]
-fn overflow_flow_leaves_no_partials_and_pro_clear() {
+fn spec58_overflow_discards_partials_before_pro_is_cleared() {
     let u = unit();
     let mut d = up(&u);
     let mut q = IopfQueue::new();

@@ -97,6 +97,9 @@ pub struct DeviceInfo {
     pub ats: bool,
     /// PRI enabled.
     pub pri: bool,
+    /// A PCI function (false: a platform device, e.g. an SMMUv3 client
+    /// with a StreamID but no PCIe capabilities).
+    pub pci: bool,
 }
 
 /// Where a flush goes: one (device, PASID) a domain is attached at.

@@ -22,7 +22,8 @@ fn core() -> Iommu<VtdDriver<Arc<Unit>>, Arc<PagedMemory>, RangeFrames> {
 #[test]
 fn spec18_fault_lookup_on_a_reserved_slot_is_enoent() {
     let mut core = core();
-    let dev = DeviceInfo { id: DeviceId(1), sid: SourceId::new(8), max_pasids: 1 << 20, ats: true, pri: true };
+    let dev =
+        DeviceInfo { id: DeviceId(1), sid: SourceId::new(8), max_pasids: 1 << 20, ats: true, pri: true, pci: true };
     core.add_device(dev, GroupId(1)).unwrap();
     // An attach in progress has reserved the slot but not published it.
     core.groups.get_mut(&GroupId(1)).unwrap().slots.insert(5, Slot::Reserved);
@@ -33,7 +34,8 @@ fn spec18_fault_lookup_on_a_reserved_slot_is_enoent() {
 #[test]
 fn reserved_slot_refuses_a_second_attach_with_ebusy() {
     let mut core = core();
-    let dev = DeviceInfo { id: DeviceId(1), sid: SourceId::new(8), max_pasids: 1 << 20, ats: true, pri: true };
+    let dev =
+        DeviceInfo { id: DeviceId(1), sid: SourceId::new(8), max_pasids: 1 << 20, ats: true, pri: true, pci: true };
     core.add_device(dev, GroupId(1)).unwrap();
     core.groups.get_mut(&GroupId(1)).unwrap().slots.insert(5, Slot::Reserved);
     let d = core.alloc_paging(PtFormat::FirstStage { levels: 4 }, false).unwrap();

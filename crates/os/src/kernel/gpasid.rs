@@ -166,6 +166,7 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
     /// [`Errno::Inval`] for a wrong format, a short `argsz`, unknown flags,
     /// a host PASID of 0 or ≥ 2^20, a device whose PASID width is not 20
     /// bits, a bad address width or a second level that cannot nest;
+    /// [`Errno::OpNotSupp`] for a platform (non-PCI) device;
     /// [`Errno::NoEnt`] when the host PASID is not in `set`;
     /// [`Errno::Busy`] when (device, host PASID) is already bound (the first
     /// binding is untouched); driver errors.
@@ -180,6 +181,9 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
             return Err(Errno::Inval);
         }
         let info = self.iommu.device(dev)?;
+        if !info.pci {
+            return Err(Errno::OpNotSupp);
+        }
         if info.max_pasids != PASID_SPACE {
             return Err(Errno::Inval);
         }

@@ -50,7 +50,12 @@ pub fn kernel() -> (Arc<Unit>, Os) {
 
 /// A PCI device `n` at 00:n.0.
 pub fn pci(n: u8, max_pasids: u32, ats: bool, pri: bool) -> DeviceInfo {
-    DeviceInfo { id: DeviceId(n as u32), sid: SourceId::from_bdf(0, n, 0), max_pasids, ats, pri }
+    DeviceInfo { id: DeviceId(n as u32), sid: SourceId::from_bdf(0, n, 0), max_pasids, ats, pri, pci: true }
+}
+
+/// A platform (non-PCI) device `n` with a requester ID like 00:n.0.
+pub fn platform(n: u8, max_pasids: u32) -> DeviceInfo {
+    DeviceInfo { pci: false, ..pci(n, max_pasids, false, false) }
 }
 
 /// A PASID-capable device with ATS and PRI (an SVA device).

@@ -82,6 +82,10 @@ fn set_bits<M: PhysMem + ?Sized>(mem: &M, addr: Hpa, mut seen: u64, bits: u64) -
         }
         match mem.compare_exchange_u64(addr, seen, seen | bits) {
             Ok(Ok(_)) => return Ok(()),
+            // Software rewrote the entry under the walk (cleared it, or
+            // pointed it elsewhere): the flags belong to the entry the walk
+            // used, so they are not set on the new one.
+            Ok(Err(actual)) if actual & !bits != seen & !bits => return Ok(()),
             Ok(Err(actual)) => seen = actual,
             Err(_) => return Err(()),
         }

@@ -155,3 +155,42 @@ fn nested_second_stage_fault_on_table_pointer_is_reported_as_second_stage() {
     let r = nested(&w.mem, &fs, &ss, iova, Access::READ);
     assert_eq!(r, Err(WalkFault::NotPresent { stage: Stage::Second, level: 4 }));
 }
+
+/// Memory where software clears the entry at `victim` just before the
+/// walker's first compare-exchange on it.
+struct ClearedUnderWalk {
+    mem: PagedMemory,
+    victim: Hpa,
+}
+
+impl PhysMem for ClearedUnderWalk {
+    fn read(&self, addr: Hpa, buf: &mut [u8]) -> Result<(), iommu_types::MemError> {
+        self.mem.read(addr, buf)
+    }
+    fn write(&self, addr: Hpa, data: &[u8]) -> Result<(), iommu_types::MemError> {
+        self.mem.write(addr, data)
+    }
+    fn compare_exchange_u64(
+        &self,
+        addr: Hpa,
+        current: u64,
+        new: u64,
+    ) -> Result<Result<u64, u64>, iommu_types::MemError> {
+        if addr == self.victim {
+            self.mem.write_u64(addr, 0)?;
+        }
+        self.mem.compare_exchange_u64(addr, current, new)
+    }
+}
+
+#[test]
+fn accessed_flag_is_not_set_on_an_entry_cleared_under_the_walk() {
+    let mem = PagedMemory::new(MEM);
+    let mut alloc = PageAlloc::new(0x10_0000, MEM);
+    let mut pt = PageTable::new(Format::FirstStage, 4, &mut alloc);
+    pt.map(&mem, &mut alloc, 0x1000, 0x90_0000, PageSize::Size4K, RW);
+    let victim = pt.entry_addr(0x1000, 1).unwrap();
+    let racy = ClearedUnderWalk { mem, victim };
+    let _ = fs_only(&racy, &fs_params(&pt), 0x1000, Access::READ);
+    assert_eq!(racy.mem.read_u64(victim).unwrap(), 0);
+}
