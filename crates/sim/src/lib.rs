@@ -10,4 +10,5 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod demo_os;
 pub mod replay;

@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Some(Cmd::Replay { model: Model::Vtd, file }) => replay(&file),
-        None => iommu_sim::demo::run(&mut io::stdout().lock()).map_err(|e| e.to_string()),
+        None => default_scenario(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,6 +44,18 @@ fn main() -> ExitCode {
             eprintln!("iommu-sim: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The built-in default scenario: the hardware model on its own, then the
+/// OS side driving it; fails when an expectation does not hold.
+fn default_scenario() -> Result<(), String> {
+    let mut out = io::stdout().lock();
+    iommu_sim::demo::run(&mut out).map_err(|e| e.to_string())?;
+    let _ = writeln!(out);
+    match iommu_sim::demo_os::run(&mut out).map_err(|e| e.to_string())? {
+        0 => Ok(()),
+        n => Err(format!("{n} expectation(s) of the default scenario did not hold")),
     }
 }
 
