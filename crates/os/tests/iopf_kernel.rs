@@ -513,6 +513,9 @@ const SENTINEL: u8 = 0xBB;
 const OFF: u64 = 0x80;
 /// Pages the isolation property uses.
 const ISO_PAGES: u64 = 8;
+/// Where both processes of the isolation property map them: across a 1 GiB
+/// (and so 2 MiB) boundary, so ranges span page-table boundaries.
+const ISO_VA: u64 = 0x4000_0000 - 4 * PAGE;
 
 /// Spec 10 and isolation: after A exits, its device's cached translations
 /// are gone before A's frames go back to the allocator, so a DMA by A's
@@ -557,8 +560,8 @@ enum Op {
     DmaReadA(u64),
     /// A's device writes with B's PASID (not bound on A's device).
     DmaWriteAWithPasidB(u64),
-    /// `munmap` of one page of A.
-    MunmapA(u64),
+    /// `munmap` of `n` pages of A from a page (clipped to the buffer).
+    MunmapA(u64, u64),
     /// `mmap` of one page of A again (fixed address).
     RemapA(u64),
     /// B fills one page with the sentinel (the page may get a frame A just
@@ -576,7 +579,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (page.clone(), val).prop_map(|(p, v)| Op::DmaWriteA(p, v)),
         4 => page.clone().prop_map(Op::DmaReadA),
         1 => page.clone().prop_map(Op::DmaWriteAWithPasidB),
-        2 => page.clone().prop_map(Op::MunmapA),
+        2 => (page.clone(), 1..4u64).prop_map(|(p, n)| Op::MunmapA(p, n)),
         2 => page.clone().prop_map(Op::RemapA),
         3 => page.clone().prop_map(Op::TouchB),
         2 => page.prop_map(Op::DmaReadB),
@@ -587,7 +590,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// every page B never touched is still not resident.
 fn check_b(os: &mut Os, b: MmId, touched: &BTreeSet<u64>) -> Result<(), TestCaseError> {
     for page in 0..ISO_PAGES {
-        let addr = VA + page * PAGE;
+        let addr = ISO_VA + page * PAGE;
         if touched.contains(&page) {
             let mut buf = [0u8; PAGE as usize];
             os.cpu_read(b, addr, &mut buf).unwrap();
@@ -615,8 +618,8 @@ proptest! {
         os.add_device(sva_dev(2), GroupId(2)).unwrap();
         let a = os.create_process().unwrap();
         let b = os.create_process().unwrap();
-        os.mmap(a, Some(VA), ISO_PAGES * PAGE, RW).unwrap();
-        os.mmap(b, Some(VA), ISO_PAGES * PAGE, RW).unwrap();
+        os.mmap(a, Some(ISO_VA), ISO_PAGES * PAGE, RW).unwrap();
+        os.mmap(b, Some(ISO_VA), ISO_PAGES * PAGE, RW).unwrap();
         let ba = os.sva_bind(dev(1), a).unwrap();
         let bb = os.sva_bind(dev(2), b).unwrap();
         prop_assert_ne!(ba.pasid, bb.pasid);
@@ -626,13 +629,13 @@ proptest! {
         let mut touched = BTreeSet::new();
         // B starts with half its pages holding the sentinel.
         for page in 0..ISO_PAGES / 2 {
-            os.cpu_write(b, VA + page * PAGE, &[SENTINEL; PAGE as usize]).unwrap();
+            os.cpu_write(b, ISO_VA + page * PAGE, &[SENTINEL; PAGE as usize]).unwrap();
             touched.insert(page);
         }
         for op in ops {
             match op {
                 Op::CpuWriteA(page, v) => {
-                    let r = os.cpu_write(a, VA + page * PAGE + OFF, &[v; 8]);
+                    let r = os.cpu_write(a, ISO_VA + page * PAGE + OFF, &[v; 8]);
                     if mapped[page as usize] {
                         prop_assert_eq!(r, Ok(()));
                         value[page as usize] = v;
@@ -641,7 +644,7 @@ proptest! {
                     }
                 }
                 Op::DmaWriteA(page, v) => {
-                    let r = dma_write(&unit, &mut os, &mut ep_a, ba.pasid, VA + page * PAGE + OFF, &[v; 8]);
+                    let r = dma_write(&unit, &mut os, &mut ep_a, ba.pasid, ISO_VA + page * PAGE + OFF, &[v; 8]);
                     if mapped[page as usize] {
                         prop_assert_eq!(r, Ok(()), "{:?}", op);
                         value[page as usize] = v;
@@ -651,7 +654,7 @@ proptest! {
                 }
                 Op::DmaReadA(page) => {
                     let mut buf = [0u8; 8];
-                    let r = dma_read(&unit, &mut os, &mut ep_a, ba.pasid, VA + page * PAGE + OFF, &mut buf);
+                    let r = dma_read(&unit, &mut os, &mut ep_a, ba.pasid, ISO_VA + page * PAGE + OFF, &mut buf);
                     if r.is_ok() {
                         prop_assert_ne!(buf, [SENTINEL; 8], "A's device read B's memory");
                     }
@@ -663,33 +666,36 @@ proptest! {
                     }
                 }
                 Op::DmaWriteAWithPasidB(page) => {
-                    let r = dma_write(&unit, &mut os, &mut ep_a, bb.pasid, VA + page * PAGE, &[0x11; 8]);
+                    let r = dma_write(&unit, &mut os, &mut ep_a, bb.pasid, ISO_VA + page * PAGE, &[0x11; 8]);
                     prop_assert!(r.is_err(), "A's device wrote with B's PASID");
                 }
-                Op::MunmapA(page) => {
-                    prop_assert_eq!(os.munmap(a, VA + page * PAGE, PAGE), Ok(()));
-                    mapped[page as usize] = false;
-                    value[page as usize] = 0;
+                Op::MunmapA(page, n) => {
+                    let n = n.min(ISO_PAGES - page);
+                    prop_assert_eq!(os.munmap(a, ISO_VA + page * PAGE, n * PAGE), Ok(()));
+                    for p in page..page + n {
+                        mapped[p as usize] = false;
+                        value[p as usize] = 0;
+                    }
                 }
                 Op::RemapA(page) => {
-                    let r = os.mmap(a, Some(VA + page * PAGE), PAGE, RW);
+                    let r = os.mmap(a, Some(ISO_VA + page * PAGE), PAGE, RW);
                     if mapped[page as usize] {
                         prop_assert_eq!(r, Err(Errno::Exist));
                     } else {
-                        prop_assert_eq!(r, Ok(VA + page * PAGE));
+                        prop_assert_eq!(r, Ok(ISO_VA + page * PAGE));
                         mapped[page as usize] = true;
                     }
                 }
                 Op::TouchB(page) => {
-                    os.cpu_write(b, VA + page * PAGE, &[SENTINEL; PAGE as usize]).unwrap();
+                    os.cpu_write(b, ISO_VA + page * PAGE, &[SENTINEL; PAGE as usize]).unwrap();
                     touched.insert(page);
                 }
                 Op::DmaReadB(page) => {
                     if touched.insert(page) {
-                        os.cpu_write(b, VA + page * PAGE, &[SENTINEL; PAGE as usize]).unwrap();
+                        os.cpu_write(b, ISO_VA + page * PAGE, &[SENTINEL; PAGE as usize]).unwrap();
                     }
                     let mut buf = [0u8; 8];
-                    let r = dma_read(&unit, &mut os, &mut ep_b, bb.pasid, VA + page * PAGE + OFF, &mut buf);
+                    let r = dma_read(&unit, &mut os, &mut ep_b, bb.pasid, ISO_VA + page * PAGE + OFF, &mut buf);
                     prop_assert_eq!(r, Ok(()));
                     prop_assert_eq!(buf, [SENTINEL; 8]);
                 }
@@ -698,11 +704,11 @@ proptest! {
             // A's and B's resident pages never share a frame.
             let mem = os.iommu().mem();
             let frames_b: BTreeSet<_> = (0..ISO_PAGES)
-                .filter_map(|p| os.mm(b).unwrap().translate(mem, VA + p * PAGE))
+                .filter_map(|p| os.mm(b).unwrap().translate(mem, ISO_VA + p * PAGE))
                 .map(|h| h.raw() & !(PAGE - 1))
                 .collect();
             for p in 0..ISO_PAGES {
-                if let Some(h) = os.mm(a).unwrap().translate(mem, VA + p * PAGE) {
+                if let Some(h) = os.mm(a).unwrap().translate(mem, ISO_VA + p * PAGE) {
                     prop_assert!(!frames_b.contains(&(h.raw() & !(PAGE - 1))), "A's page {} is B's frame", p);
                 }
             }
