@@ -433,6 +433,57 @@ fn spec59_partials_of_an_exited_mm_never_join_a_group_of_the_pasids_next_owner()
 
 // ---- several devices, idempotence ----------------------------------------
 
+/// L12 / §4.9: a request for a PASID with no attach handle, or with a
+/// handle that has no SVA fault handler (a user attachment), is answered
+/// INVALID at once.
+#[test]
+fn l12_request_for_a_pasid_without_an_sva_handle_is_answered_invalid() {
+    use iommu_os::iommu::HandleKind;
+    use iommu_os::pgtable::PtFormat;
+    let (unit, mut os) = kernel();
+    os.add_device(sva_dev(1), GroupId(1)).unwrap();
+    let d = os.iommu_mut().alloc_paging(PtFormat::FirstStage { levels: 4 }, false).unwrap();
+    let user = Pasid::new(5);
+    os.iommu_mut().attach_dev_pasid(d, dev(1), user, Some(HandleKind::User(7))).unwrap();
+    queue(&unit, req(1, Some(user), VA, false, true, 1));
+    queue(&unit, req(1, Some(Pasid::new(9)), VA, false, true, 2));
+    assert_eq!(
+        os.service_page_requests().unwrap(),
+        vec![
+            outcome(1, Some(user), 1, ResponseCode::Invalid),
+            outcome(1, Some(Pasid::new(9)), 2, ResponseCode::Invalid)
+        ]
+    );
+    assert_eq!(
+        responses(&unit, 1),
+        vec![
+            sw_response(1, Some(user), 1, HwCode::InvalidRequest),
+            sw_response(1, Some(Pasid::new(9)), 2, HwCode::InvalidRequest)
+        ]
+    );
+}
+
+/// The unbind of device 1 services the whole queue (§4.4 step 2), so a
+/// group of device 2 queued meanwhile is answered during the unbind, once;
+/// the kernel's later service pass neither repeats nor reports it (the
+/// unbind does not hand its outcome to anyone).
+#[test]
+fn spec59_unbind_answers_another_devices_queued_group_exactly_once() {
+    let (unit, mut os, mm, b1) = bound();
+    os.add_device(sva_dev(2), GroupId(2)).unwrap();
+    let mm2 = process(&mut os);
+    let b2 = os.sva_bind(dev(2), mm2).unwrap();
+    let p2 = Some(b2.pasid);
+    queue(&unit, req(2, p2, VA, false, false, 6));
+    queue(&unit, req(2, p2, VA + PAGE, true, true, 6));
+    os.sva_unbind(&b1);
+    assert_eq!(responses(&unit, 2), vec![sw_response(2, p2, 6, HwCode::Success)]);
+    assert!(resident(&os, mm2, VA) && resident(&os, mm2, VA + PAGE));
+    assert!(!resident(&os, mm, VA));
+    assert_eq!(os.service_page_requests().unwrap(), vec![]);
+    assert_eq!(responses(&unit, 2), vec![]);
+}
+
 /// Two devices bound to one mm share its PASID and use the same group
 /// index; their requests interleave in the queue. Groups are per device:
 /// device 2's bad partial fails only device 2's group.
@@ -667,7 +718,8 @@ proptest! {
                 }
                 Op::DmaWriteAWithPasidB(page) => {
                     let r = dma_write(&unit, &mut os, &mut ep_a, bb.pasid, ISO_VA + page * PAGE, &[0x11; 8]);
-                    prop_assert!(r.is_err(), "A's device wrote with B's PASID");
+                    // No handle for (A's group, B's PASID): INVALID (L12).
+                    prop_assert_eq!(r, Err(DmaFail::Answered(HwCode::InvalidRequest)), "{:?}", op);
                 }
                 Op::MunmapA(page, n) => {
                     let n = n.min(ISO_PAGES - page);
