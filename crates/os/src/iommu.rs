@@ -668,6 +668,8 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Iommu<D, M, F> {
     ) -> Result<(), Errno> {
         let gid = self.check_pasid_attach(d, dev, pasid)?;
         let desc = self.domain_desc(d)?;
+        let rid = self.domain_desc(self.groups.get(&gid).ok_or(Errno::NoDev)?.rid)?;
+        self.driver.check_rid_with_pasids(&rid, false)?;
         let group = self.groups.get_mut(&gid).ok_or(Errno::NoDev)?;
         if group.slots.contains_key(&pasid.raw()) {
             return Err(Errno::Busy);
@@ -856,6 +858,9 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Iommu<D, M, F> {
         }
         let new_desc = self.domain_desc(d)?;
         let old_desc = self.domain_desc(old)?;
+        if group.slots.values().any(|s| matches!(s, Slot::Attached { .. })) {
+            self.driver.check_rid_with_pasids(&new_desc, true)?;
+        }
         let members = self.members_info(group);
         let mut done = Vec::new();
         for m in &members {

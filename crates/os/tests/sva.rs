@@ -410,11 +410,13 @@ fn device_removal_answers_its_pending_page_requests_invalid() {
 }
 
 mod picky {
-    //! A driver that finds a device incompatible with the first SVA domain
-    //! it is offered (spec 5): it answers EINVAL, the soft error that makes
-    //! the SVA layer allocate a new domain.
+    //! The VT-d driver wrapped with two rules other drivers have: finding a
+    //! device incompatible with the first SVA domain it is offered (spec 5:
+    //! EINVAL, the soft error that makes the SVA layer allocate a new
+    //! domain), and, when `strict`, SMMUv3's rule that PASIDs cannot live
+    //! under a second-stage-only RID domain (L10, spec 61's shape).
     use super::common::Drv;
-    use iommu_os::driver::{DeviceInfo, DomainDesc, DomainRef, FaultBatch, FlushTarget, IommuDriver};
+    use iommu_os::driver::{DeviceInfo, DomainConfig, DomainDesc, DomainRef, FaultBatch, FlushTarget, IommuDriver};
     use iommu_os::frames::FrameAllocator;
     use iommu_os::iopf::Response;
     use iommu_os::pasid::DeviceId;
@@ -424,13 +426,21 @@ mod picky {
     #[derive(Debug)]
     pub struct Picky {
         pub inner: Drv,
-        pub refuses: SourceId,
+        pub refuses: Option<SourceId>,
         pub first_sva: Option<DomainRef>,
+        pub strict: bool,
     }
 
     impl IommuDriver for Picky {
         fn name(&self) -> &'static str {
             "picky"
+        }
+        fn check_rid_with_pasids(&self, rid: &DomainDesc, attaching_rid: bool) -> Result<(), Errno> {
+            match (self.strict, rid.config, attaching_rid) {
+                (true, DomainConfig::SecondStage { .. }, false) => Err(Errno::Inval),
+                (true, DomainConfig::SecondStage { .. }, true) => Err(Errno::Busy),
+                _ => Ok(()),
+            }
         }
         fn probe_device(&mut self, m: &dyn PhysMem, f: &mut dyn FrameAllocator, d: &DeviceInfo) -> Result<(), Errno> {
             self.inner.probe_device(m, f, d)
@@ -449,7 +459,7 @@ mod picky {
         ) -> Result<(), Errno> {
             if new.sva {
                 let first = *self.first_sva.get_or_insert(new.id);
-                if d.sid == self.refuses && first == new.id {
+                if Some(d.sid) == self.refuses && first == new.id {
                     return Err(Errno::Inval);
                 }
             }
@@ -502,7 +512,7 @@ mod picky {
 fn spec05_device_incompatible_with_the_mms_sva_domain_gets_a_new_one() {
     let (_u, core) = core();
     let (instance, driver, mem, frames) = core.into_parts();
-    let picky = picky::Picky { inner: driver, refuses: sva_dev(2).sid, first_sva: None };
+    let picky = picky::Picky { inner: driver, refuses: Some(sva_dev(2).sid), first_sva: None, strict: false };
     let mut os =
         iommu_os::kernel::Kernel::new(iommu_os::iommu::Iommu::new(instance, picky, mem, frames), LocalPolicy::V2);
     os.add_device(sva_dev(1), GroupId(1)).unwrap();
@@ -513,4 +523,22 @@ fn spec05_device_incompatible_with_the_mms_sva_domain_gets_a_new_one() {
     let doms = os.sva_domains(mm);
     assert_eq!(doms.len(), 2);
     assert!(doms.iter().all(|(_, users)| *users == 1));
+}
+
+#[test]
+fn l10_pasid_attach_under_an_incompatible_rid_domain_is_einval_and_the_reverse_ebusy() {
+    let (_u, core) = core();
+    let (instance, driver, mem, frames) = core.into_parts();
+    let strict = picky::Picky { inner: driver, refuses: None, first_sva: None, strict: true };
+    let mut core = iommu_os::iommu::Iommu::new(instance, strict, mem, frames);
+    core.add_device(sva_dev(1), GroupId(1)).unwrap();
+    let dev = sva_dev(1).id;
+    let s2 = core.alloc_paging(PtFormat::SecondStage { levels: 4 }, false).unwrap();
+    let fs = core.alloc_paging(PtFormat::FirstStage { levels: 4 }, false).unwrap();
+    core.attach_rid(s2, dev).unwrap();
+    assert_eq!(core.attach_dev_pasid(fs, dev, Pasid::new(1), None), Err(Errno::Inval));
+    core.detach_rid(dev).unwrap();
+    core.attach_dev_pasid(fs, dev, Pasid::new(1), None).unwrap();
+    assert_eq!(core.attach_rid(s2, dev), Err(Errno::Busy));
+    assert_eq!(core.rid_domain(dev), Ok(core.identity_domain()));
 }

@@ -175,6 +175,18 @@ pub trait IommuDriver {
         leaf_only: bool,
     ) -> Result<(), Errno>;
 
+    /// Whether PASIDs can be in use while the RID translates through `rid`
+    /// (semantics L10; SMMUv3: a stage-2-only STE cannot carry a CD table).
+    /// VT-d scalable mode has no such limit: the RID is just PASID 0.
+    ///
+    /// # Errors
+    /// The errno the core returns: `EINVAL` when a PASID attach meets such
+    /// a RID domain, `EBUSY` when such a RID attach meets live PASIDs.
+    fn check_rid_with_pasids(&self, rid: &DomainDesc, attaching_rid: bool) -> Result<(), Errno> {
+        let _ = (rid, attaching_rid);
+        Ok(())
+    }
+
     /// Whether the IOMMU may cache not-present entries (VT-d caching mode),
     /// so that new mappings need an invalidation too.
     fn caches_not_present(&self) -> bool;
