@@ -151,6 +151,19 @@ fn sweep(name: &str, prepare: fn(&mut Ctx), op: fn(&mut Ctx) -> Result<(), Errno
 
 fn nothing(_: &mut Ctx) {}
 
+/// Bind data for the context's host PASID (guest root at GPA 2 MiB).
+fn gpasid_data(c: &Ctx) -> GpasidBindData {
+    GpasidBindData {
+        argsz: GPASID_BIND_ARGSZ,
+        format: FORMAT_INTEL_VTD,
+        flags: 0,
+        hpasid: c.hpasid.raw() as u64,
+        gpasid: 0,
+        gpgd: Gpa::new(0x20_0000),
+        addr_width: 48,
+    }
+}
+
 #[test]
 fn spec52_sva_first_bind_fails_cleanly_at_every_step() {
     let f = sweep("sva_bind", nothing, |c| c.os.sva_bind(sva_dev(3).id, c.mms[0]).map(|_| ()));
@@ -204,18 +217,7 @@ fn spec52_rid_replace_fails_cleanly_at_every_step() {
 
 #[test]
 fn spec52_gpasid_bind_fails_cleanly_at_every_step() {
-    let f = sweep("bind_gpasid", nothing, |c| {
-        let data = GpasidBindData {
-            argsz: GPASID_BIND_ARGSZ,
-            format: FORMAT_INTEL_VTD,
-            flags: 0,
-            hpasid: c.hpasid.raw() as u64,
-            gpasid: 0,
-            gpgd: Gpa::new(0x20_0000),
-            addr_width: 48,
-        };
-        c.os.bind_gpasid(sva_dev(3).id, c.set, &data)
-    });
+    let f = sweep("bind_gpasid", nothing, |c| c.os.bind_gpasid(sva_dev(3).id, c.set, &gpasid_data(c)));
     assert!(f[0] > 0 && f[1] > 0, "{f:?}");
 }
 
@@ -224,16 +226,7 @@ fn spec52_ioasid_set_free_with_bindings_completes_under_injection() {
     let f = sweep(
         "ioasid_set_free",
         |c| {
-            let data = GpasidBindData {
-                argsz: GPASID_BIND_ARGSZ,
-                format: FORMAT_INTEL_VTD,
-                flags: 0,
-                hpasid: c.hpasid.raw() as u64,
-                gpasid: 0,
-                gpgd: Gpa::new(0x20_0000),
-                addr_width: 48,
-            };
-            c.os.bind_gpasid(sva_dev(3).id, c.set, &data).unwrap();
+            c.os.bind_gpasid(sva_dev(3).id, c.set, &gpasid_data(c)).unwrap();
         },
         |c| {
             // A teardown cannot be undone: a failed step is retried, so the
