@@ -21,8 +21,7 @@
 
 use std::sync::Arc;
 
-use iommu_format::vtd::page_req::PageRequest;
-use iommu_fuzz::Input;
+use iommu_fuzz::{page_request, Input};
 use iommu_hw::vtd::{Endpoint, EndpointDma, VtdConfig, VtdUnit};
 use iommu_os::driver::vtd::VtdDriver;
 use iommu_os::driver::DeviceInfo;
@@ -30,13 +29,20 @@ use iommu_os::frames::RangeFrames;
 use iommu_os::iommu::{GroupId, Iommu};
 use iommu_os::kernel::Kernel;
 use iommu_os::pasid::{DeviceId, LocalPolicy};
-use iommu_types::{Hpa, Iova, NullInterrupts, PagedMemory, Pasid, Perm, SourceId};
+use iommu_types::{Hpa, Iova, NullInterrupts, PagedMemory, Perm, SourceId};
 use libfuzzer_sys::fuzz_target;
 
 const VA: u64 = 0x4000_0000;
 
 fn dev(n: u8) -> DeviceInfo {
-    DeviceInfo { id: DeviceId(n as u32), sid: SourceId::from_bdf(0, n, 0), max_pasids: 1 << 20, ats: true, pri: true, pci: true }
+    DeviceInfo {
+        id: DeviceId(n as u32),
+        sid: SourceId::from_bdf(0, n, 0),
+        max_pasids: 1 << 20,
+        ats: true,
+        pri: true,
+        pci: true,
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -60,22 +66,9 @@ fuzz_target!(|data: &[u8]| {
         match input.u8() % 6 {
             0 => {
                 let n = 1 + input.u8() % 3;
-                let pasid = input.u32();
-                let addr = input.u64() & !0xFFF;
-                let bits = input.u8();
-                let prgi = input.u16() & 0x1FF;
-                let req = PageRequest {
-                    rid: SourceId::from_bdf(0, n, 0),
-                    pasid: (pasid >> 31 != 0).then(|| Pasid::new_truncate(pasid as u64 & 0xF_FFFF)),
-                    addr: Iova::new(addr),
-                    read: bits & 1 != 0,
-                    write: bits & 2 != 0,
-                    exec: bits & 4 != 0,
-                    privileged: bits & 8 != 0,
-                    lpig: bits & 16 != 0,
-                    prgi,
-                    private: [0, 0],
-                };
+                let rid = SourceId::from_bdf(0, n, 0);
+                let (pasid, addr) = (iommu_fuzz::pasid(input.u32()), Iova::new(input.u64()));
+                let req = page_request(&mut input, rid, pasid, addr);
                 let _ = unit.page_request(&req);
             }
             1 => {

@@ -26,9 +26,8 @@
 //! is misaligned or leaves the 4 KiB window; a 32-bit read fits in 32 bits.
 #![no_main]
 
-use iommu_format::vtd::page_req::PageRequest;
 use iommu_format::vtd::regs::offset as o;
-use iommu_fuzz::{access, config, request_ids, Input};
+use iommu_fuzz::{access, config, page_request, request_ids, Input};
 use iommu_hw::vtd::{Request, VtdUnit, REGISTER_WINDOW};
 use iommu_types::{Hpa, NullInterrupts, PagedMemory, PhysMem, RegisterBus, SourceId, Width};
 use libfuzzer_sys::fuzz_target;
@@ -116,20 +115,7 @@ fuzz_target!(|data: &[u8]| {
             }
             3 => {
                 let (rid, pasid, addr) = request_ids(&mut inp);
-                let bits = inp.u8();
-                let prgi = inp.u16() & 0x1FF;
-                let req = PageRequest {
-                    rid,
-                    pasid,
-                    addr: iommu_types::Iova::new(addr.raw() & !0xFFF),
-                    read: bits & 1 != 0,
-                    write: bits & 2 != 0,
-                    exec: bits & 4 != 0,
-                    privileged: bits & 8 != 0,
-                    lpig: bits & 16 != 0,
-                    prgi,
-                    private: [0, 0],
-                };
+                let req = page_request(&mut inp, rid, pasid, addr);
                 let _ = std::hint::black_box(unit.page_request(&req));
             }
             4 => {

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use iommu_format::vtd::page_req::PageRequest;
 use iommu_hw::vtd::VtdConfig;
 use iommu_types::{Access, Hpa, Iova, MemError, PagedMemory, Pasid, PhysMem, SourceId};
 
@@ -100,6 +101,25 @@ pub fn pasid(v: u32) -> Option<Pasid> {
 /// A request's (sid, pasid, addr) from 14 bytes.
 pub fn request_ids(inp: &mut Input<'_>) -> (SourceId, Option<Pasid>, Iova) {
     (SourceId::new(inp.u16()), pasid(inp.u32()), Iova::new(inp.u64()))
+}
+
+/// A page request's flags and group index from 3 bytes (bits: r, w, x,
+/// priv, last; PRGI 9 bits), for `rid`/`pasid` at the page of `addr`.
+pub fn page_request(inp: &mut Input<'_>, rid: SourceId, pasid: Option<Pasid>, addr: Iova) -> PageRequest {
+    let bits = inp.u8();
+    let prgi = inp.u16() & 0x1FF;
+    PageRequest {
+        rid,
+        pasid,
+        addr: Iova::new(addr.raw() & !0xFFF),
+        read: bits & 1 != 0,
+        write: bits & 2 != 0,
+        exec: bits & 4 != 0,
+        privileged: bits & 8 != 0,
+        lpig: bits & 16 != 0,
+        prgi,
+        private: [0, 0],
+    }
 }
 
 /// Unit configurations a target may pick from with three bits: bits 1:0

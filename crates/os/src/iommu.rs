@@ -636,12 +636,10 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Iommu<D, M, F> {
         if group.resetting {
             return Err(Errno::Busy);
         }
-        for m in self.members_info(group) {
-            if m.max_pasids > 0 && pasid.raw() >= m.max_pasids {
-                return Err(Errno::Inval);
-            }
-        }
-        if !self.members_info(group).iter().any(|m| m.max_pasids > 0) {
+        let members = self.members_info(group);
+        if members.iter().any(|m| m.max_pasids > 0 && pasid.raw() >= m.max_pasids)
+            || !members.iter().any(|m| m.max_pasids > 0)
+        {
             return Err(Errno::Inval);
         }
         Ok(gid)
@@ -864,15 +862,7 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Iommu<D, M, F> {
         let members = self.members_info(group);
         let mut done = Vec::new();
         for m in &members {
-            let r = if matches!(new_desc.config, DomainConfig::Blocked) {
-                self.driver.remove_dev_pasid(&self.mem, &mut self.frames, m, Pasid::ZERO, false);
-                Ok(())
-            } else if matches!(old_desc.config, DomainConfig::Blocked) {
-                self.driver.set_dev_pasid(&self.mem, &mut self.frames, m, Pasid::ZERO, &new_desc, None)
-            } else {
-                self.driver.set_dev_pasid(&self.mem, &mut self.frames, m, Pasid::ZERO, &new_desc, Some(&old_desc))
-            };
-            if let Err(e) = r {
+            if let Err(e) = self.reprogram_rid(m, &new_desc, &old_desc) {
                 for m in done.iter().rev() {
                     let _ = self.reprogram_rid(m, &old_desc, &new_desc);
                 }

@@ -513,14 +513,7 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
         self.bonds.remove(&key);
         let Ok(handle) = self.iommu.attach_handle_get(bond.dev, bond.pasid, HandleType::Sva) else { return };
         let d = handle.domain;
-        // §4.4 steps 2-3: requests already queued are handled and every
-        // group of the PASID answered before the driver's drain.
-        let _ = self.service_page_requests();
-        for m in self.iommu.group_members(bond.group) {
-            for r in self.iopf.flush_pasid(m, Some(bond.pasid)) {
-                let _ = self.respond(r);
-            }
-        }
+        self.quiesce_pasid(bond.dev, bond.pasid);
         self.iommu.detach_dev_pasid(d, bond.dev, bond.pasid);
         if local {
             if let Some(space) = self.device_pasids.get_mut(&bond.dev) {
@@ -568,6 +561,19 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
             self.iommu.driver_mut().clear_fault_overflow()?;
         }
         Ok(out)
+    }
+
+    /// Semantics §4.4 steps 2–3, before a PASID's teardown and drain: the
+    /// requests already queued are handled, and every group of the PASID
+    /// still pending on any member of `dev`'s group is answered INVALID.
+    fn quiesce_pasid(&mut self, dev: DeviceId, pasid: Pasid) {
+        let _ = self.service_page_requests();
+        let Ok(group) = self.iommu.group_of(dev) else { return };
+        for m in self.iommu.group_members(group) {
+            for r in self.iopf.flush_pasid(m, Some(pasid)) {
+                let _ = self.respond(r);
+            }
+        }
     }
 
     /// Sends a page response through the driver.

@@ -230,14 +230,7 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
     /// [`Errno::NoEnt`] when (device, PASID) is not bound.
     pub fn unbind_gpasid(&mut self, dev: DeviceId, hpasid: Pasid) -> Result<(), Errno> {
         let b = self.guests.remove(&(dev, hpasid.raw())).ok_or(Errno::NoEnt)?;
-        let _ = self.service_page_requests();
-        if let Ok(group) = self.iommu.group_of(dev) {
-            for m in self.iommu.group_members(group) {
-                for r in self.iopf.flush_pasid(m, Some(hpasid)) {
-                    let _ = self.respond(r);
-                }
-            }
-        }
+        self.quiesce_pasid(dev, hpasid);
         self.iommu.detach_dev_pasid(b.nested, dev, hpasid);
         let _ = self.iommu.free_domain(b.nested);
         if let (Some(g), Some(s)) = (b.gpasid, self.sets.get_mut(&b.set)) {

@@ -87,13 +87,6 @@ impl<B: RegisterBus> VtdDriver<B> {
         };
         Ok(PasidEntryRepr { fpd: false, did, pwsnp: false, pgsnp: false, config })
     }
-
-    /// Tears down, retrying a failed queue submission once (the teardown
-    /// cannot be undone; Linux's queue submission retries likewise).
-    fn teardown_retrying(&mut self, mem: &dyn PhysMem, dev: &DeviceInfo, pasid: Pasid, fault_ignore: bool) {
-        // Failed submissions are retried inside the teardown itself.
-        let _ = self.teardown_pasid(mem, dev.sid, pasid, fault_ignore);
-    }
 }
 
 impl<B: RegisterBus> IommuDriver for VtdDriver<B> {
@@ -148,7 +141,8 @@ impl<B: RegisterBus> IommuDriver for VtdDriver<B> {
             return Err(e);
         }
         if let Some(old) = old {
-            self.teardown_retrying(mem, dev, pasid, false);
+            // Failed submissions are retried inside the teardown itself.
+            let _ = self.teardown_pasid(mem, dev.sid, pasid, false);
             let result = self.install_pasid(mem, frames, dev.sid, pasid, &entry);
             if let Err(e) = result {
                 self.did_put(new.id);
@@ -179,7 +173,7 @@ impl<B: RegisterBus> IommuDriver for VtdDriver<B> {
         fault_ignore: bool,
     ) {
         let did = self.pasid_entry(mem, dev.sid, pasid).map(|e| e.get(iommu_format::vtd::pasid::PasidEntry::DID));
-        self.teardown_retrying(mem, dev, pasid, fault_ignore);
+        let _ = self.teardown_pasid(mem, dev.sid, pasid, fault_ignore);
         if fault_ignore {
             return;
         }
@@ -205,7 +199,7 @@ impl<B: RegisterBus> IommuDriver for VtdDriver<B> {
         end: u64,
         leaf_only: bool,
     ) -> Result<(), Errno> {
-        let range = PageRange::covering(start, end);
+        let range = covering_block(start, end);
         let mut descs = Vec::new();
         let mut dids_done = std::collections::BTreeSet::new();
         for (dev, pasid) in targets {
@@ -278,19 +272,15 @@ impl<B: RegisterBus> IommuDriver for VtdDriver<B> {
 /// The naturally aligned power-of-two block of pages covering [start, end)
 /// as (address, AM), or `None` when it would exceed [`MAX_AM`] (then the
 /// caller invalidates everything of the domain or PASID).
-pub(super) struct PageRange;
-
-impl PageRange {
-    pub(super) fn covering(start: u64, end: u64) -> Option<(Iova, u8)> {
-        let first = start >> 12;
-        let last = end.saturating_sub(1).max(start) >> 12;
-        let mut am = 0u8;
-        while (first >> am) != (last >> am) {
-            am += 1;
-            if am > MAX_AM {
-                return None;
-            }
+fn covering_block(start: u64, end: u64) -> Option<(Iova, u8)> {
+    let first = start >> 12;
+    let last = end.saturating_sub(1).max(start) >> 12;
+    let mut am = 0u8;
+    while (first >> am) != (last >> am) {
+        am += 1;
+        if am > MAX_AM {
+            return None;
         }
-        Some((Iova::new((first >> am) << (am + 12)), am))
     }
+    Some((Iova::new((first >> am) << (am + 12)), am))
 }
