@@ -10,6 +10,11 @@ pub enum Errno {
     Perm,
     /// No such entry (ENOENT, 2).
     NoEnt,
+    /// I/O error (EIO, 5).
+    Io,
+    /// Argument list too long (E2BIG, 7): non-zero bytes beyond the part
+    /// of a size-extensible structure the kernel knows.
+    TooBig,
     /// Out of memory (ENOMEM, 12).
     NoMem,
     /// Bad address (EFAULT, 14).
@@ -24,6 +29,8 @@ pub enum Errno {
     Inval,
     /// No space left (ENOSPC, 28).
     NoSpc,
+    /// Illegal seek (ESPIPE, 29).
+    SPipe,
     /// Value too large (EOVERFLOW, 75).
     Overflow,
     /// Operation not supported (EOPNOTSUPP, 95).
@@ -38,6 +45,8 @@ impl Errno {
         match self {
             Errno::Perm => 1,
             Errno::NoEnt => 2,
+            Errno::Io => 5,
+            Errno::TooBig => 7,
             Errno::NoMem => 12,
             Errno::Fault => 14,
             Errno::Busy => 16,
@@ -45,6 +54,7 @@ impl Errno {
             Errno::NoDev => 19,
             Errno::Inval => 22,
             Errno::NoSpc => 28,
+            Errno::SPipe => 29,
             Errno::Overflow => 75,
             Errno::OpNotSupp => 95,
             Errno::TimedOut => 110,
@@ -56,6 +66,8 @@ impl Errno {
         match self {
             Errno::Perm => "EPERM",
             Errno::NoEnt => "ENOENT",
+            Errno::Io => "EIO",
+            Errno::TooBig => "E2BIG",
             Errno::NoMem => "ENOMEM",
             Errno::Fault => "EFAULT",
             Errno::Busy => "EBUSY",
@@ -63,6 +75,7 @@ impl Errno {
             Errno::NoDev => "ENODEV",
             Errno::Inval => "EINVAL",
             Errno::NoSpc => "ENOSPC",
+            Errno::SPipe => "ESPIPE",
             Errno::Overflow => "EOVERFLOW",
             Errno::OpNotSupp => "EOPNOTSUPP",
             Errno::TimedOut => "ETIMEDOUT",

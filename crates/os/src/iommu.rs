@@ -489,6 +489,7 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Iommu<D, M, F> {
         if s1.addr_width != 48 && s1.addr_width != 57 || s1.root.raw() & 0xFFF != 0 {
             return Err(Errno::Inval);
         }
+        self.driver.check_nested_s1(&s1)?;
         let d = self.insert_domain(DomainKind::Nested { parent, s1 })?;
         if let Some(p) = self.domains.get_mut(&parent.index) {
             p.children.insert(d.index);
@@ -567,10 +568,14 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Iommu<D, M, F> {
     fn flush_targets(&self, d: DomainRef) -> Vec<(DomainDesc, Vec<FlushTarget>)> {
         let mut out = Vec::new();
         let Ok(dom) = self.domain(d) else { return out };
+        let Ok(own) = self.domain_desc(d) else { return out };
         let mut doms = vec![d];
         doms.extend(dom.children.iter().map(|c| self.dref(*c)));
+        // Nested children cache the parent's second stage too: they are
+        // flushed as the parent is (an address range of the parent's input).
         for x in doms {
-            let (Ok(desc), Ok(xd)) = (self.domain_desc(x), self.domain(x)) else { continue };
+            let Ok(xd) = self.domain(x) else { continue };
+            let desc = own;
             let targets: Vec<FlushTarget> = xd
                 .attached
                 .iter()

@@ -25,6 +25,8 @@ use crate::pasid::{enqcmd_gp_fixup, DeviceId, DevicePasids, GlobalPasids, Ia32Pa
 use crate::Errno;
 
 mod gpasid;
+pub mod iommufd;
+pub mod memfd;
 pub use gpasid::{gpasid_flags, GpasidBindData, IoasidSetId, FORMAT_INTEL_VTD, GPASID_BIND_ARGSZ, MAX_IOASID_SETS};
 
 /// An SVA bond (`iommu_sva`): what [`Kernel::sva_bind`] returns and
@@ -96,6 +98,10 @@ pub struct Kernel<D, M, F> {
     aux: BTreeMap<DomainRef, (DeviceId, Pasid)>,
     aux_used: std::collections::BTreeSet<DomainRef>,
     normal: std::collections::BTreeSet<DomainRef>,
+    ictxs: BTreeMap<u32, iommufd::Ictx>,
+    next_fd: u32,
+    memfds: BTreeMap<u32, memfd::Memfd>,
+    next_memfd: u32,
 }
 
 impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
@@ -115,6 +121,10 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
             aux: BTreeMap::new(),
             aux_used: Default::default(),
             normal: Default::default(),
+            ictxs: BTreeMap::new(),
+            next_fd: 1,
+            memfds: BTreeMap::new(),
+            next_memfd: 1,
         }
     }
 
@@ -598,7 +608,18 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
                 Some(out)
             }
             Report::Group(group) => {
-                let code = self.sva_handle(group.dev, group.pasid, &group.faults);
+                let user = group
+                    .pasid
+                    .and_then(|p| self.iommu.attach_handle_get(group.dev, p, HandleType::User).ok())
+                    .and_then(|h| match h.kind {
+                        HandleKind::User(h) => Some(h),
+                        HandleKind::Sva(_) => None,
+                    });
+                let code = match user {
+                    // Delivered to user space, answered when it responds.
+                    Some(h) => self.iommufd_deliver(h, &group)?,
+                    None => self.sva_handle(group.dev, group.pasid, &group.faults),
+                };
                 let r = self.iopf.respond(group.id, code)?;
                 let out = FaultOutcome { dev: r.dev, pasid: r.pasid, grpid: r.grpid, code: r.code };
                 let _ = self.respond(r);

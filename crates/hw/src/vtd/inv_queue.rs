@@ -35,8 +35,6 @@ pub(super) enum IqError {
     Timeout(u16),
 }
 
-/// Kinds a second-stage (type 0x2) invalidation applies to.
-const SS_KINDS: u32 = 1 << KIND_SS | 1 << KIND_NESTED;
 /// Kinds a PASID-based (type 0x6) invalidation applies to.
 const FS_KINDS: u32 = 1 << KIND_FS | 1 << KIND_NESTED;
 
@@ -181,8 +179,14 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             IotlbScope::Domain(did) => self.iotlb.invalidate_domain(did.raw()),
             IotlbScope::Page { did, addr, am, .. } => {
                 self.check_am(am)?;
-                let f = RangeFilter { domain: did.raw(), space: SpaceMatch::Any, kinds: SS_KINDS };
+                let f = RangeFilter { domain: did.raw(), space: SpaceMatch::Any, kinds: 1 << KIND_SS };
                 self.iotlb.invalidate_range(f, addr.raw(), am);
+                // Nested (combined) entries are tagged by their first-stage
+                // input address, so a second-stage address range cannot pick
+                // them out: every nested entry of the domain goes, in every
+                // PASID (VT-d §6.5.2.3, §6.2.1 combined mappings).
+                let nested = RangeFilter { domain: did.raw(), space: SpaceMatch::Any, kinds: 1 << KIND_NESTED };
+                self.iotlb.invalidate_range(nested, 0, 52);
             }
         }
         Ok(())

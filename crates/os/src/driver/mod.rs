@@ -187,6 +187,22 @@ pub trait IommuDriver {
         Ok(())
     }
 
+    /// What `IOMMU_GET_HW_INFO` reports about this IOMMU (semantics §1.3).
+    fn hw_info(&self) -> HwInfo {
+        HwInfo::default()
+    }
+
+    /// Checks a guest's stage-1 data for a nested domain against what the
+    /// hardware can do (semantics §5.3 #25: a 5-level guest table without
+    /// 5-level support, SRE or EAFE without the capability).
+    ///
+    /// # Errors
+    /// [`Errno::Inval`].
+    fn check_nested_s1(&self, s1: &crate::iommu::NestedS1) -> Result<(), Errno> {
+        let _ = s1;
+        Ok(())
+    }
+
     /// Whether the IOMMU may cache not-present entries (VT-d caching mode),
     /// so that new mappings need an invalidation too.
     fn caches_not_present(&self) -> bool;
@@ -219,6 +235,32 @@ pub trait IommuDriver {
     /// # Errors
     /// Queue errors.
     fn send_page_response(&mut self, mem: &dyn PhysMem, dev: &DeviceInfo, r: &Response) -> Result<(), Errno>;
+}
+
+/// Vendor data of `IOMMU_GET_HW_INFO` (semantics §1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HwInfoData {
+    /// No vendor data.
+    #[default]
+    None,
+    /// Intel VT-d: the capability and extended capability registers.
+    Vtd {
+        /// CAP_REG.
+        cap: u64,
+        /// ECAP_REG.
+        ecap: u64,
+    },
+}
+
+/// What a driver reports about its IOMMU for `IOMMU_GET_HW_INFO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct HwInfo {
+    /// Vendor registers.
+    pub data: HwInfoData,
+    /// Nested translation is supported (a nest parent can be allocated).
+    pub nesting: bool,
+    /// PASID-tagged DMA is supported (ALLOC_PASID domains can be made).
+    pub pasid: bool,
 }
 
 /// What one pass over a driver's page-request queue produced.

@@ -9,8 +9,11 @@ use iommu_format::vtd::regs::{Cap, Ecap};
 use iommu_types::{DomainId, Gpa, Iova, Pasid, PhysMem, RegisterBus, SourceId};
 
 use super::VtdDriver;
-use crate::driver::{DeviceInfo, DomainConfig, DomainDesc, DomainRef, FaultBatch, FlushTarget, IommuDriver};
+use crate::driver::{
+    DeviceInfo, DomainConfig, DomainDesc, DomainRef, FaultBatch, FlushTarget, HwInfo, HwInfoData, IommuDriver,
+};
 use crate::frames::FrameAllocator;
+use crate::iommu::NestedS1;
 use crate::iopf::{Fault, Response};
 use crate::pasid::DeviceId;
 use crate::Errno;
@@ -205,7 +208,10 @@ impl<B: RegisterBus> IommuDriver for VtdDriver<B> {
         for (dev, pasid) in targets {
             let Some(entry) = self.pasid_entry(mem, dev.sid, *pasid) else { continue };
             let did = DomainId::new(entry.get(iommu_format::vtd::pasid::PasidEntry::DID) as u16);
-            let first_stage = matches!(domain.config, DomainConfig::FirstStage { .. });
+            // First-stage and nested (guest stage-1) changes are PASID-based
+            // (VT-d §6.5.2.4); second-stage changes, also those a nested
+            // child inherits from its parent, are domain-based (§6.5.2.3).
+            let first_stage = matches!(domain.config, DomainConfig::FirstStage { .. } | DomainConfig::Nested { .. });
             if first_stage {
                 let scope = match range {
                     Some((addr, am)) => PasidIotlbScope::Page { addr, am, ih: leaf_only },
@@ -226,6 +232,26 @@ impl<B: RegisterBus> IommuDriver for VtdDriver<B> {
         // Batches stay well inside the one-page queue.
         for chunk in descs.chunks(64) {
             self.submit(mem, chunk)?;
+        }
+        Ok(())
+    }
+
+    fn hw_info(&self) -> HwInfo {
+        HwInfo {
+            data: HwInfoData::Vtd { cap: self.caps.cap.0[0], ecap: self.caps.ecap.0[0] },
+            nesting: self.caps.ecap_has(Ecap::NEST),
+            pasid: self.caps.ecap_has(Ecap::PASID),
+        }
+    }
+
+    /// VT-d §9.6 / semantics §5.3 #25: a 5-level guest table needs
+    /// CAP.FS5LP, SRE needs ECAP.SRS, EAFE needs ECAP.EAFS.
+    fn check_nested_s1(&self, s1: &NestedS1) -> Result<(), Errno> {
+        if s1.addr_width == 57 && !self.caps.cap_has(Cap::FS5LP)
+            || s1.sre && !self.caps.ecap_has(Ecap::SRS)
+            || s1.eafe && !self.caps.ecap_has(Ecap::EAFS)
+        {
+            return Err(Errno::Inval);
         }
         Ok(())
     }
