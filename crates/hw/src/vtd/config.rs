@@ -55,6 +55,10 @@ pub struct VtdConfig {
     pub max_pending_responses: usize,
     /// Implementation choices.
     pub choices: ImplChoices,
+    /// Record every executed invalidation descriptor for
+    /// [`super::VtdUnit::take_invalidations`]: what a VMM presenting this
+    /// unit to a guest as its vIOMMU acts on.
+    pub notify_invalidations: bool,
 }
 
 /// Offset of the IOTLB registers used by every profile (ECAP.IRO = 0xF).
@@ -74,6 +78,7 @@ impl VtdConfig {
             policy: Policy::Lru,
             max_pending_responses: 1024,
             choices: ImplChoices::default(),
+            notify_invalidations: false,
         }
     }
 
@@ -158,6 +163,16 @@ impl VtdConfig {
     #[must_use]
     pub fn caching_mode(mut self, on: bool) -> Self {
         self.cap = Cap([self.cap]).with(Cap::CM, on as u64).0[0];
+        self
+    }
+}
+
+impl VtdConfig {
+    /// The same configuration recording executed invalidation descriptors
+    /// for the VMM (see [`VtdConfig::notify_invalidations`]).
+    #[must_use]
+    pub fn with_invalidation_notices(mut self, on: bool) -> Self {
+        self.notify_invalidations = on;
         self
     }
 }

@@ -96,6 +96,12 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
 
     /// Executes one invalidation descriptor.
     pub(super) fn execute(&self, r: &mut Regs, d: &InvDescriptor) -> Result<(), IqError> {
+        self.execute_one(r, d)?;
+        self.notice(d);
+        Ok(())
+    }
+
+    fn execute_one(&self, r: &mut Regs, d: &InvDescriptor) -> Result<(), IqError> {
         match *d {
             InvDescriptor::ContextCache(scope) => self.invalidate_context(scope),
             InvDescriptor::Iotlb { scope, .. } => self.invalidate_iotlb(scope)?,

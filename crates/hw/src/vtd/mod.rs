@@ -30,7 +30,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use iommu_cache::{mix, CacheKey, Iotlb, TaggedCache};
-use iommu_format::vtd::inv_desc::ResponseCode;
+use iommu_format::vtd::inv_desc::{InvDescriptor, ResponseCode};
 use iommu_format::vtd::regs::Caps;
 use iommu_types::{InterruptSink, Pasid, PhysMem, SourceId};
 use iommu_walk::vtd::context::Context;
@@ -242,8 +242,27 @@ pub struct VtdUnit<M, I> {
     /// ATS endpoints that do not answer invalidation requests (surprise
     /// removal, a hung device): their device-TLB invalidations time out.
     unresponsive: Mutex<Vec<SourceId>>,
+    /// Executed invalidation descriptors, for the VMM of a vIOMMU.
+    notices: Mutex<Notices>,
     /// Counters.
     pub stats: UnitStats,
+}
+
+/// Most descriptors recorded between two [`VtdUnit::take_invalidations`]:
+/// the largest invalidation queue holds 2^15 descriptors, and a VMM takes
+/// the record after every register write, so this bound is reached only
+/// when nobody takes them.
+pub const MAX_NOTICES: usize = 1 << 16;
+
+/// The invalidation descriptors a unit executed, in order (a VMM's view of
+/// a guest's invalidations, VT-d §6.5).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notices {
+    /// The descriptors.
+    pub descriptors: Vec<InvDescriptor>,
+    /// More than [`MAX_NOTICES`] were executed since the last take and the
+    /// newest were not recorded: the reader must resynchronise everything.
+    pub lost: bool,
 }
 
 impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
@@ -280,6 +299,7 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             devtlb: Iotlb::new(cfg.device_tlb.0, cfg.device_tlb.1, cfg.policy),
             responses: Mutex::new(VecDeque::with_capacity(cfg.max_pending_responses)),
             unresponsive: Mutex::new(Vec::new()),
+            notices: Mutex::new(Notices::default()),
             mem,
             irq,
             caps,
@@ -338,6 +358,24 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
         u.retain(|s| *s != sid);
         if !responsive {
             u.push(sid);
+        }
+    }
+
+    /// Takes the invalidation descriptors executed since the last call
+    /// (recorded only with [`VtdConfig::notify_invalidations`]).
+    pub fn take_invalidations(&self) -> Notices {
+        std::mem::take(&mut *self.notices.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn notice(&self, d: &InvDescriptor) {
+        if !self.cfg.notify_invalidations {
+            return;
+        }
+        let mut n = self.notices.lock().unwrap_or_else(|e| e.into_inner());
+        if n.descriptors.len() >= MAX_NOTICES {
+            n.lost = true;
+        } else {
+            n.descriptors.push(*d);
         }
     }
 
