@@ -30,13 +30,13 @@ fn device(n: u8, max_pasids: u32) -> DeviceInfo {
 }
 
 /// Counts unmet expectations while writing the report.
-struct Report<'a, W: Write> {
-    out: &'a mut W,
-    failed: u32,
+pub(crate) struct Report<'a, W: Write> {
+    pub(crate) out: &'a mut W,
+    pub(crate) failed: u32,
 }
 
 impl<W: Write> Report<'_, W> {
-    fn check(&mut self, what: &str, got: impl std::fmt::Debug, ok: bool) -> std::io::Result<()> {
+    pub(crate) fn check(&mut self, what: &str, got: impl std::fmt::Debug, ok: bool) -> std::io::Result<()> {
         if !ok {
             self.failed += 1;
         }

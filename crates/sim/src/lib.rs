@@ -11,4 +11,5 @@
 
 pub mod demo;
 pub mod demo_os;
+pub mod demo_vmm;
 pub mod replay;

@@ -47,13 +47,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// The built-in default scenario: the hardware model on its own, then the
-/// OS side driving it; fails when an expectation does not hold.
+/// The built-in default scenario: the hardware model on its own, the OS
+/// side driving it, then guest SVA through a vIOMMU; fails when an
+/// expectation does not hold.
 fn default_scenario() -> Result<(), String> {
     let mut out = io::stdout().lock();
     iommu_sim::demo::run(&mut out).map_err(|e| e.to_string())?;
     let _ = writeln!(out);
-    match iommu_sim::demo_os::run(&mut out).map_err(|e| e.to_string())? {
+    let os = iommu_sim::demo_os::run(&mut out).map_err(|e| e.to_string())?;
+    let _ = writeln!(out);
+    let vmm = iommu_sim::demo_vmm::run(&mut out).map_err(|e| e.to_string())?;
+    match os + vmm {
         0 => Ok(()),
         n => Err(format!("{n} expectation(s) of the default scenario did not hold")),
     }
