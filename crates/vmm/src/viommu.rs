@@ -13,10 +13,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use iommu_format::vtd::pasid::{PasidConfig, PasidDirEntry};
+use iommu_format::vtd::pasid::{PasidConfig, PasidDirEntry, PasidEntryRepr};
 use iommu_format::vtd::regs::{offset, Caps, Ecap, TableMode};
 use iommu_hw::vtd::{VtdConfig, VtdUnit};
-use iommu_types::{BusError, Hpa, NullInterrupts, Pasid, PhysMem, RegisterBus, SourceId, Width};
+use iommu_types::{BusError, Hpa, InterruptSink, NullInterrupts, Pasid, PhysMem, RegisterBus, SourceId, Width};
 use iommu_walk::vtd::context::{self, Context};
 use iommu_walk::vtd::pasid;
 
@@ -94,14 +94,15 @@ pub enum GuestEntry {
     Unsupported,
 }
 
-/// The VMM's reader of the guest's remapping tables.
+/// The VMM's reader of a unit's remapping tables (the vIOMMU's, in guest
+/// memory; tests also read the host's with it).
 #[derive(Debug)]
-pub struct GuestTables<'a> {
-    /// The vIOMMU.
-    pub unit: &'a VUnit,
+pub struct GuestTables<'a, M, I> {
+    /// The unit whose tables are read.
+    pub unit: &'a VtdUnit<M, I>,
 }
 
-impl GuestTables<'_> {
+impl<M: PhysMem, I: InterruptSink> GuestTables<'_, M, I> {
     fn caps(&self) -> Caps {
         *self.unit.caps()
     }
@@ -116,11 +117,16 @@ impl GuestTables<'_> {
         }
     }
 
+    /// The decoded PASID entry for (`sid`, `pasid`), if present and legal.
+    pub fn raw_entry(&self, sid: SourceId, p: Pasid) -> Option<PasidEntryRepr> {
+        let ctx = self.context(sid)?;
+        pasid::lookup(self.unit.mem(), &ctx, p, &self.caps()).ok().map(|l| l.entry)
+    }
+
     /// The guest's entry for (`sid`, `pasid`).
     pub fn entry(&self, sid: SourceId, p: Pasid) -> GuestEntry {
-        let Some(ctx) = self.context(sid) else { return GuestEntry::Absent };
-        let Ok(l) = pasid::lookup(self.unit.mem(), &ctx, p, &self.caps()) else { return GuestEntry::Absent };
-        match l.entry.config {
+        let Some(e) = self.raw_entry(sid, p) else { return GuestEntry::Absent };
+        match e.config {
             PasidConfig::FirstStage(f) => {
                 GuestEntry::FirstStage { root: f.root.raw(), levels: f.levels, sre: f.sre, eafe: f.eafe, wpe: f.wpe }
             }

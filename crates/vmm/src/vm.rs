@@ -56,6 +56,19 @@ pub enum PasidMode {
     Translated,
 }
 
+/// Which host interface the VMM uses for guest first-stage bindings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostApi {
+    /// iommufd: a nested HWPT over the VM's stage 2, attached at the host
+    /// PASID (the modern interface).
+    Iommufd,
+    /// The seed-era `bind_gpasid` / `unbind_gpasid` (removed from Linux in
+    /// 5.18): the kernel nests the guest table over the device's RID
+    /// domain. Needs [`PasidMode::Translated`] (host PASIDs from the VM's
+    /// IOASID set); pass-through entries are refused.
+    BindGpasid,
+}
+
 /// What shapes a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VmConfig {
@@ -68,11 +81,19 @@ pub struct VmConfig {
     pub max_pasids: u32,
     /// Guest page-request groups in flight at once.
     pub max_fault_groups: usize,
+    /// Host interface for guest bindings.
+    pub host_api: HostApi,
 }
 
 impl Default for VmConfig {
     fn default() -> Self {
-        Self { ram_pages: 4096, pasid_mode: PasidMode::Identity, max_pasids: 64, max_fault_groups: 256 }
+        Self {
+            ram_pages: 4096,
+            pasid_mode: PasidMode::Identity,
+            max_pasids: 64,
+            max_fault_groups: 256,
+            host_api: HostApi::Iommufd,
+        }
     }
 }
 
@@ -581,7 +602,10 @@ impl Vm {
         self.event(VmmEvent::Invalidated { dev, gpasid });
     }
 
-    fn resync_all<D: IommuDriver, M: PhysMem, F: FrameAllocator>(&mut self, host: &mut Kernel<D, M, F>) {
+    /// Makes every host attachment follow the guest's tables again: each
+    /// PASID present in the guest's tables or shadowed now is resynced (a
+    /// global PASID-cache or context-cache invalidation, lost notices).
+    pub fn resync_all<D: IommuDriver, M: PhysMem, F: FrameAllocator>(&mut self, host: &mut Kernel<D, M, F>) {
         for dev in 0..self.devs.len() {
             let Ok(d) = self.dev(dev) else { continue };
             let mut pasids: BTreeSet<u32> =
@@ -649,11 +673,19 @@ impl Vm {
             (None, None) => (Pasid::new_truncate(gpasid as u64), false),
             (None, Some(set)) => (host.ioasid_alloc(set)?, true),
         };
+        let my_set = self.set;
         let release = |host: &mut Kernel<D, M, F>| {
-            if let (true, Some(set)) = (fresh, self.set) {
+            if let (true, Some(set)) = (fresh, my_set) {
                 let _ = host.ioasid_free(set, hpasid);
             }
         };
+        if self.cfg.host_api == HostApi::BindGpasid {
+            let r = self.bind_gpasid(host, &d, gpasid, hpasid, want, cur);
+            if r.is_err() {
+                release(host);
+            }
+            return r;
+        }
         let hwpt = match want {
             GuestEntry::FirstStage { root, levels, sre, eafe, wpe } => {
                 let data = VtdS1 {
@@ -722,6 +754,49 @@ impl Vm {
         Ok(())
     }
 
+    /// [`HostApi::BindGpasid`]: (re)binds the guest table at `hpasid` with
+    /// the seed-era call; a change of table is an unbind then a bind (the
+    /// call refuses a second bind of the same device-PASID with EBUSY).
+    fn bind_gpasid<D: IommuDriver, M: PhysMem, F: FrameAllocator>(
+        &mut self,
+        host: &mut Kernel<D, M, F>,
+        d: &Assigned,
+        gpasid: u32,
+        hpasid: Pasid,
+        want: GuestEntry,
+        cur: Option<Shadow>,
+    ) -> Result<(), Errno> {
+        use iommu_os::kernel::{gpasid_flags, GpasidBindData, FORMAT_INTEL_VTD, GPASID_BIND_ARGSZ};
+        let set = self.set.ok_or(Errno::Inval)?;
+        let GuestEntry::FirstStage { root, levels, sre, eafe, wpe } = want else { return Err(Errno::OpNotSupp) };
+        let flags = [
+            (true, gpasid_flags::GPASID_VAL),
+            (sre, gpasid_flags::SRE),
+            (eafe, gpasid_flags::EAFE),
+            (wpe, gpasid_flags::WPE),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |a, (_, b)| a | b);
+        let data = GpasidBindData {
+            argsz: GPASID_BIND_ARGSZ,
+            format: FORMAT_INTEL_VTD,
+            flags,
+            hpasid: hpasid.raw() as u64,
+            gpasid: gpasid as u64,
+            gpgd: Gpa::new(root),
+            addr_width: if levels == 5 { 57 } else { 48 },
+        };
+        if cur.is_some() {
+            host.unbind_gpasid(d.host, hpasid)?;
+        }
+        host.bind_gpasid(d.host, set, &data)?;
+        let dev = self.devs.iter().position(|x| x.idev == d.idev).ok_or(Errno::NoDev)?;
+        self.shadows.insert((dev, gpasid), Shadow { hpasid, hwpt: None, want });
+        self.event(VmmEvent::Bound { dev, gpasid, hpasid: hpasid.raw(), nested: true, replaced: cur.is_some() });
+        Ok(())
+    }
+
     /// Removes the host attachment of (`dev`, `gpasid`): detach (the host
     /// flushes and drains), destroy the nested HWPT, free the host PASID.
     fn unshadow<D: IommuDriver, M: PhysMem, F: FrameAllocator>(
@@ -732,7 +807,14 @@ impl Vm {
     ) {
         let Some(s) = self.shadows.remove(&(dev, gpasid)) else { return };
         if let Some(d) = self.devs.get(dev) {
-            let _ = host.device_detach(self.fd, d.idev, Some(s.hpasid));
+            match self.cfg.host_api {
+                HostApi::Iommufd => {
+                    let _ = host.device_detach(self.fd, d.idev, Some(s.hpasid));
+                }
+                HostApi::BindGpasid => {
+                    let _ = host.unbind_gpasid(d.host, s.hpasid);
+                }
+            }
         }
         if let Some(h) = s.hwpt {
             let _ = host.destroy(self.fd, h);
