@@ -405,3 +405,84 @@ fn device_tlb_invalidation_of_everything_does_not_overflow() {
     w64(&u, o::IQT, 32);
     assert_eq!(r64(&u, o::IQH), 32);
 }
+
+/// VT-d §6.5.2.3 and §6.2.1: a nested (PGTT=011b) translation is cached as
+/// one combined entry tagged by its first-stage input address, so a
+/// page-selective IOTLB invalidation (type 0x2) of the domain, which names
+/// a second-stage address, cannot tell which combined entries it covers:
+/// it drops every nested entry of the DID, even for an unrelated address.
+/// A page-selective PASID-based IOTLB invalidation (type 0x6) names a
+/// first-stage address and drops only what it covers.
+#[test]
+fn page_selective_iotlb_invalidation_drops_every_nested_entry_of_the_domain() {
+    use iommu_format::vtd::inv_desc::PasidIotlbScope;
+    use iommu_format::vtd::pasid::{FirstStageCfg, PasidConfig, PasidEntryRepr, SecondStageCfg};
+    use iommu_testkit::vtd::VtdSetup;
+    use iommu_testkit::{Format, PageAlloc, PageTable};
+    use iommu_types::{DomainId, Gpa, PageSize, Perm};
+
+    const DID: u16 = 3;
+    const PASID: Pasid = Pasid::new(9);
+    const GVA: u64 = 0x7000_0000;
+    const DATA_GPA: u64 = 0x200_0000;
+    const DATA_HPA: u64 = 0x300_0000;
+    /// A second-stage (guest-physical) address no translation here uses.
+    const UNRELATED_GPA: u64 = 0x280_0000;
+    let rw = Perm { read: true, write: true, exec: false };
+
+    let u = unit();
+    let mem = u.mem();
+    let mut alloc = PageAlloc::new(0x40_0000, 0x100_0000);
+    let mut setup = VtdSetup::new(&mut alloc, true);
+    setup.scalable_device(mem, &mut alloc, SID, false, false);
+    let mut fs = PageTable::new(Format::FirstStage, 4, &mut alloc);
+    fs.map(mem, &mut alloc, GVA, DATA_GPA, PageSize::Size4K, rw);
+    let mut ss = PageTable::new(Format::SecondStage, 4, &mut alloc);
+    for level in 1..=4 {
+        let page = fs.entry_addr(GVA, level).unwrap().raw() & !0xFFF;
+        ss.map(mem, &mut alloc, page, page, PageSize::Size4K, rw);
+    }
+    ss.map(mem, &mut alloc, DATA_GPA, DATA_HPA, PageSize::Size4K, rw);
+    ss.map(mem, &mut alloc, UNRELATED_GPA, DATA_HPA + 0x1000, PageSize::Size4K, rw);
+    let fs_cfg =
+        FirstStageCfg { root: Gpa::new(fs.root.raw()), levels: 4, sre: false, ere: false, wpe: false, eafe: false };
+    let ss_cfg = SecondStageCfg { root: ss.root, levels: 4, ssade: false };
+    let entry = PasidEntryRepr {
+        fpd: false,
+        did: DomainId::new(DID),
+        pwsnp: false,
+        pgsnp: false,
+        config: PasidConfig::Nested(fs_cfg, ss_cfg),
+    };
+    setup.pasid_entry(mem, &mut alloc, SID, PASID, &entry);
+    setup.enable(&u);
+    w64(&u, o::IQA, IQ | 1 << 11);
+    w32(&u, o::GCMD, (gcmd::TE | gcmd::QIE) as u64);
+
+    let req = Request { sid: SID, pasid: Some(PASID), addr: Iova::new(GVA + 0x10), access: Access::READ };
+    let first = u.translate(&req).unwrap();
+    assert_eq!((first.addr, first.cached), (Hpa::new(DATA_HPA + 0x10), false));
+    assert!(u.translate(&req).unwrap().cached, "the nested translation is cached");
+
+    let mut tail = 0;
+    let mut submit = |d: InvDescriptor| {
+        write_desc(&u, tail, true, &d);
+        write_desc(&u, tail + 1, true, &wait_status(tail as u32 + 1));
+        tail += 2;
+        w64(&u, o::IQT, tail * 32);
+        assert_eq!(u.mem().read_u64(Hpa::new(STATUS)).unwrap(), tail - 1, "descriptor ran");
+    };
+
+    // PASID-based, page-selective, another first-stage page: kept.
+    let other_page = PasidIotlbScope::Page { addr: Iova::new(GVA + 0x10_0000), am: 0, ih: false };
+    submit(InvDescriptor::PasidIotlb { did: DomainId::new(DID), pasid: PASID, scope: other_page });
+    assert!(u.translate(&req).unwrap().cached, "PASID-IOTLB invalidation of another address keeps it");
+
+    // Domain, page-selective, an unrelated second-stage page: dropped.
+    let unrelated = IotlbScope::Page { did: DomainId::new(DID), addr: Iova::new(UNRELATED_GPA), am: 0, ih: false };
+    submit(InvDescriptor::Iotlb { scope: unrelated, dr: true, dw: true });
+    let misses = u.iotlb().cache().stats().misses;
+    let again = u.translate(&req).unwrap();
+    assert_eq!((again.addr, again.cached), (Hpa::new(DATA_HPA + 0x10), false), "walked again");
+    assert_eq!(u.iotlb().cache().stats().misses, misses + 1);
+}

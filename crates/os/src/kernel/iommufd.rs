@@ -244,10 +244,14 @@ impl Ictx {
     }
 }
 
+/// Marks a user handle as an iommufd one (other user handles, such as the
+/// seed-era guest bindings', never set it).
+const IOMMUFD_HANDLE: u64 = 1 << 63;
+
 /// The attach handle value for (context, HWPT): what the fault path uses
 /// to find the fault queue.
 fn handle(fd: IommufdFd, hwpt: ObjId) -> HandleKind {
-    HandleKind::User((fd.0 as u64) << 32 | hwpt.0 as u64)
+    HandleKind::User(IOMMUFD_HANDLE | ((fd.0 as u64) & 0x7FFF_FFFF) << 32 | hwpt.0 as u64)
 }
 
 /// The DMA-ownership token of a context.
@@ -276,11 +280,13 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
         if self.ictxs.len() >= MAX_CONTEXTS {
             return Err(Errno::NoSpc);
         }
+        // Context numbers stay below 2^31: they travel in attach handles.
+        let next = |fd: u32| (fd.wrapping_add(1) & 0x7FFF_FFFF).max(1);
         let mut fd = self.next_fd;
         while self.ictxs.contains_key(&fd) {
-            fd = fd.wrapping_add(1).max(1);
+            fd = next(fd);
         }
-        self.next_fd = fd.wrapping_add(1).max(1);
+        self.next_fd = next(fd);
         self.ictxs.insert(fd, Ictx::default());
         Ok(IommufdFd(fd))
     }
@@ -535,7 +541,9 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
                 {
                     return Err(Errno::OpNotSupp);
                 }
-                if req.data_type == hwpt_data::NONE && req.data_len != 0 {
+                // The data type and the length must agree (§1.3): NONE
+                // with data, or a type with none, is EINVAL.
+                if (req.data_type == hwpt_data::NONE) != (req.data_len == 0) {
                     return Err(Errno::Inval);
                 }
                 if req.data_type != hwpt_data::NONE {
@@ -557,6 +565,9 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
                 Obj::Paging { ioas: req.pt_id, domain, nest_parent, pasid, fault }
             }
             parent @ (Obj::Paging { .. } | Obj::Viommu { .. }) => {
+                if req.flags & !(hwpt_flags::FAULT_ID_VALID | hwpt_flags::ALLOC_PASID) != 0 {
+                    return Err(Errno::OpNotSupp);
+                }
                 let (parent_hwpt, viommu) = match parent {
                     Obj::Viommu { hwpt } => (*hwpt, Some(req.pt_id)),
                     _ => (req.pt_id, None),
@@ -565,9 +576,6 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
                     return Err(Errno::Inval);
                 };
                 let parent_domain = *parent_domain;
-                if req.flags & !(hwpt_flags::FAULT_ID_VALID | hwpt_flags::ALLOC_PASID) != 0 {
-                    return Err(Errno::OpNotSupp);
-                }
                 let s1 = decode_vtd_s1(req)?;
                 let domain = self.iommu.alloc_nested(parent_domain, s1)?;
                 Obj::Nested { parent: parent_hwpt, viommu, domain, pasid, fault }
@@ -796,9 +804,12 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
     /// the group goes to the HWPT's fault queue and stays pending until
     /// user space answers; without a queue it is answered INVALID.
     pub(super) fn iommufd_deliver(&mut self, h: u64, group: &FaultGroup) -> Option<ResponseCode> {
-        let fd = IommufdFd((h >> 32) as u32);
-        let hwpt = ObjId(h as u32);
         let invalid = Some(ResponseCode::Invalid);
+        if h & IOMMUFD_HANDLE == 0 {
+            return invalid;
+        }
+        let fd = IommufdFd((h >> 32) as u32 & 0x7FFF_FFFF);
+        let hwpt = ObjId(h as u32);
         let Some(c) = self.ictxs.get_mut(&fd.0) else { return invalid };
         let Some((_, _, Some(fault))) = c.objs.get(&hwpt.0).and_then(Obj::hwpt) else { return invalid };
         let dev_id = c.objs.iter().find_map(|(id, o)| match o {
@@ -1058,7 +1069,9 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
 /// Decodes the VT-d stage-1 block of a nested `HWPT_ALLOC` (spec 24–25).
 fn decode_vtd_s1(req: &HwptAlloc<'_>) -> Result<NestedS1, Errno> {
     match req.data_type {
-        hwpt_data::NONE => return Err(Errno::Inval),
+        // No data at all is EOPNOTSUPP (§1.3 nested row: data_len 0); type
+        // NONE with data is EINVAL (spec 24).
+        hwpt_data::NONE => return Err(if req.data_len == 0 { Errno::OpNotSupp } else { Errno::Inval }),
         hwpt_data::VTD_S1 => {}
         _ => return Err(Errno::OpNotSupp),
     }
