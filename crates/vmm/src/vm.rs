@@ -532,18 +532,20 @@ impl Vm {
     /// Acts on every invalidation the guest issued since the last call.
     pub fn handle_invalidations<D: IommuDriver, M: PhysMem, F: FrameAllocator>(&mut self, host: &mut Kernel<D, M, F>) {
         let n = self.unit.take_invalidations();
-        if n.lost {
-            self.resync_all(host);
-        }
+        // Resyncs are coalesced per batch: a resync reads the guest's final
+        // entry and a host attach or replace flushes on its own, so doing
+        // each PASID once, after the batch, gives the same host state, and
+        // a guest cannot make one exit cost a full table scan per
+        // descriptor.
+        let mut resync_every = n.lost;
+        let mut resync: BTreeSet<u32> = BTreeSet::new();
         for d in n.descriptors {
             self.stats.invalidations += 1;
             match d {
                 InvDescriptor::PasidCache { scope: PasidCacheScope::Pasid(p), .. } => {
-                    for dev in 0..self.devs.len() {
-                        self.resync(host, dev, p.raw());
-                    }
+                    resync.insert(p.raw());
                 }
-                InvDescriptor::PasidCache { .. } | InvDescriptor::ContextCache(_) => self.resync_all(host),
+                InvDescriptor::PasidCache { .. } | InvDescriptor::ContextCache(_) => resync_every = true,
                 InvDescriptor::PasidIotlb { pasid, scope, .. } => {
                     let entry = match scope {
                         PasidIotlbScope::AllNonGlobal => VtdS1Invalidate::ALL,
@@ -579,6 +581,15 @@ impl Vm {
                     }
                 }
                 _ => {}
+            }
+        }
+        if resync_every {
+            self.resync_all(host);
+        } else {
+            for p in resync {
+                for dev in 0..self.devs.len() {
+                    self.resync(host, dev, p);
+                }
             }
         }
     }
