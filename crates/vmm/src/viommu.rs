@@ -16,6 +16,7 @@ use std::sync::Arc;
 use iommu_format::vtd::pasid::{PasidConfig, PasidDirEntry, PasidEntryRepr};
 use iommu_format::vtd::regs::{offset, Caps, Ecap, TableMode};
 use iommu_hw::vtd::{VtdConfig, VtdUnit};
+use iommu_os::iommu::NestedS1;
 use iommu_types::{BusError, Hpa, InterruptSink, NullInterrupts, Pasid, PhysMem, RegisterBus, SourceId, Width};
 use iommu_walk::vtd::context::{self, Context};
 use iommu_walk::vtd::pasid;
@@ -75,19 +76,9 @@ pub enum GuestEntry {
     /// Not present, or unreadable, or not decodable (the guest gets its
     /// fault on DMA; the host holds nothing).
     Absent,
-    /// First-stage translation over guest tables: nested on the host.
-    FirstStage {
-        /// Guest-physical root.
-        root: u64,
-        /// 4 or 5.
-        levels: u8,
-        /// Supervisor requests.
-        sre: bool,
-        /// Extended accessed flag.
-        eafe: bool,
-        /// Write protect.
-        wpe: bool,
-    },
+    /// First-stage translation over guest tables: nested on the host with
+    /// this stage-1 data.
+    FirstStage(NestedS1),
     /// Pass-through: guest-physical addresses, the host stage 2 only.
     PassThrough,
     /// A configuration the vIOMMU does not offer (second stage, nested).
@@ -127,9 +118,13 @@ impl<M: PhysMem, I: InterruptSink> GuestTables<'_, M, I> {
     pub fn entry(&self, sid: SourceId, p: Pasid) -> GuestEntry {
         let Some(e) = self.raw_entry(sid, p) else { return GuestEntry::Absent };
         match e.config {
-            PasidConfig::FirstStage(f) => {
-                GuestEntry::FirstStage { root: f.root.raw(), levels: f.levels, sre: f.sre, eafe: f.eafe, wpe: f.wpe }
-            }
+            PasidConfig::FirstStage(f) => GuestEntry::FirstStage(NestedS1 {
+                root: f.root,
+                addr_width: if f.levels == 5 { 57 } else { 48 },
+                sre: f.sre,
+                eafe: f.eafe,
+                wpe: f.wpe,
+            }),
             PasidConfig::PassThrough => GuestEntry::PassThrough,
             PasidConfig::SecondStage(_) | PasidConfig::Nested(..) => GuestEntry::Unsupported,
         }

@@ -34,7 +34,7 @@ use iommu_os::iommu::{GroupId, Iommu};
 use iommu_os::kernel::iommufd::uapi::{self, hwpt_data, hwpt_flags, PageResponse, PgFault, VtdS1, VtdS1Invalidate};
 use iommu_os::kernel::iommufd::{HwptAlloc, Invalidate, IommufdFd, MapFile, ObjId};
 use iommu_os::kernel::memfd::MemfdId;
-use iommu_os::kernel::{IoasidSetId, Kernel};
+use iommu_os::kernel::{GpasidBindData, IoasidSetId, Kernel};
 use iommu_os::pasid::{DeviceId, LocalPolicy};
 use iommu_os::Errno;
 use iommu_types::{Access, Gpa, Hpa, InterruptSink, Iova, NullInterrupts, Pasid, Perm, PhysMem, SourceId};
@@ -698,21 +698,8 @@ impl Vm {
             return r;
         }
         let hwpt = match want {
-            GuestEntry::FirstStage { root, levels, sre, eafe, wpe } => {
-                let data = VtdS1 {
-                    flags: [
-                        (sre, uapi::vtd_s1_flags::SRE),
-                        (eafe, uapi::vtd_s1_flags::EAFE),
-                        (wpe, uapi::vtd_s1_flags::WPE),
-                    ]
-                    .iter()
-                    .filter(|(on, _)| *on)
-                    .fold(0, |a, (_, b)| a | b),
-                    pgtbl_addr: root,
-                    addr_width: if levels == 5 { 57 } else { 48 },
-                    reserved: 0,
-                }
-                .to_bytes();
+            GuestEntry::FirstStage(s1) => {
+                let data = VtdS1::from(&s1).to_bytes();
                 let req = HwptAlloc {
                     flags: hwpt_flags::ALLOC_PASID | hwpt_flags::FAULT_ID_VALID,
                     dev_id: d.idev,
@@ -777,27 +764,9 @@ impl Vm {
         want: GuestEntry,
         cur: Option<Shadow>,
     ) -> Result<(), Errno> {
-        use iommu_os::kernel::{gpasid_flags, GpasidBindData, FORMAT_INTEL_VTD, GPASID_BIND_ARGSZ};
         let set = self.set.ok_or(Errno::Inval)?;
-        let GuestEntry::FirstStage { root, levels, sre, eafe, wpe } = want else { return Err(Errno::OpNotSupp) };
-        let flags = [
-            (true, gpasid_flags::GPASID_VAL),
-            (sre, gpasid_flags::SRE),
-            (eafe, gpasid_flags::EAFE),
-            (wpe, gpasid_flags::WPE),
-        ]
-        .iter()
-        .filter(|(on, _)| *on)
-        .fold(0, |a, (_, b)| a | b);
-        let data = GpasidBindData {
-            argsz: GPASID_BIND_ARGSZ,
-            format: FORMAT_INTEL_VTD,
-            flags,
-            hpasid: hpasid.raw() as u64,
-            gpasid: gpasid as u64,
-            gpgd: Gpa::new(root),
-            addr_width: if levels == 5 { 57 } else { 48 },
-        };
+        let GuestEntry::FirstStage(s1) = want else { return Err(Errno::OpNotSupp) };
+        let data = GpasidBindData::for_guest(hpasid, Pasid::new_truncate(gpasid as u64), &s1);
         if cur.is_some() {
             host.unbind_gpasid(d.host, hpasid)?;
         }
@@ -963,8 +932,9 @@ impl Vm {
     /// not touch the guest's Accessed/Dirty flags.
     fn stage2_verdict(&self, want: GuestEntry, addr: u64, access: Access) -> Option<bool> {
         let gpa = match want {
-            GuestEntry::FirstStage { root, levels, wpe, eafe, .. } => {
-                let w = FsWalk { root: Gpa::new(root), levels, haw: 52, fs1gp: true, wpe, eafe };
+            GuestEntry::FirstStage(s1) => {
+                let levels = if s1.addr_width == 57 { 5 } else { 4 };
+                let w = FsWalk { root: s1.root, levels, haw: 52, fs1gp: true, wpe: s1.wpe, eafe: s1.eafe };
                 let t = fs_only(&DryRun(&self.ram), &w, addr, access).ok()?;
                 if !t.perm.allows(access) || !t.user && !access.privileged {
                     return None;

@@ -51,11 +51,10 @@ fn bound_process(s: &mut Setup, tag: &[u8]) -> (MmId, Bond) {
     .unwrap()
 }
 
-/// A page request from the host device for host PASID `h`, delivered by
-/// the host into the VM's fault queue and forwarded into the guest's PRQ,
-/// where the guest leaves it unanswered.
-fn fault_left_with_the_guest(s: &mut Setup, h: Pasid, prgi: u16) {
-    let req = PageRequest {
+/// The host device's last-in-group page request for the page after VA at
+/// host PASID `h`.
+fn host_request(h: Pasid, prgi: u16) -> PageRequest {
+    PageRequest {
         rid: host_sid(),
         pasid: Some(h),
         addr: Iova::new(VA + 0x1000),
@@ -66,8 +65,14 @@ fn fault_left_with_the_guest(s: &mut Setup, h: Pasid, prgi: u16) {
         lpig: true,
         prgi,
         private: [0, 0],
-    };
-    s.unit.page_request(&req);
+    }
+}
+
+/// A page request from the host device for host PASID `h`, delivered by
+/// the host into the VM's fault queue and forwarded into the guest's PRQ,
+/// where the guest leaves it unanswered.
+fn fault_left_with_the_guest(s: &mut Setup, h: Pasid, prgi: u16) {
+    s.unit.page_request(&host_request(h, prgi));
     s.host.service_page_requests().unwrap();
     assert_eq!(s.vm.forward_faults(&mut s.host), 1);
 }
@@ -151,19 +156,7 @@ fn fault_groups_beyond_the_vm_bound_are_answered_invalid_by_the_vmm() {
     let (_, bond) = bound_process(&mut s, b"x");
     let h = s.vm.host_pasid(0, bond.pasid).unwrap();
     fault_left_with_the_guest(&mut s, h, 1);
-    let req = PageRequest {
-        rid: host_sid(),
-        pasid: Some(h),
-        addr: Iova::new(VA + 0x1000),
-        read: true,
-        write: false,
-        exec: false,
-        privileged: false,
-        lpig: true,
-        prgi: 2,
-        private: [0, 0],
-    };
-    s.unit.page_request(&req);
+    s.unit.page_request(&host_request(h, 2));
     s.host.service_page_requests().unwrap();
     assert_eq!(s.vm.forward_faults(&mut s.host), 0);
     let answered: Vec<_> = s.unit.take_responses(host_sid()).into_iter().map(|r| (r.prgi, r.code)).collect();

@@ -74,6 +74,26 @@ pub struct GpasidBindData {
     pub addr_width: u8,
 }
 
+impl GpasidBindData {
+    /// The bind data for guest PASID `gpasid` (GPASID_VAL set) at host
+    /// PASID `hpasid`, first level `s1`.
+    pub fn for_guest(hpasid: Pasid, gpasid: Pasid, s1: &NestedS1) -> Self {
+        let flag = |on: bool, bit: u64| if on { bit } else { 0 };
+        Self {
+            argsz: GPASID_BIND_ARGSZ,
+            format: FORMAT_INTEL_VTD,
+            flags: gpasid_flags::GPASID_VAL
+                | flag(s1.sre, gpasid_flags::SRE)
+                | flag(s1.eafe, gpasid_flags::EAFE)
+                | flag(s1.wpe, gpasid_flags::WPE),
+            hpasid: hpasid.raw() as u64,
+            gpasid: gpasid.raw() as u64,
+            gpgd: s1.root,
+            addr_width: s1.addr_width,
+        }
+    }
+}
+
 /// A guest binding: what `unbind_gpasid` undoes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct GuestBinding {

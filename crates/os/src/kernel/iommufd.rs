@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use iommu_types::{Gpa, Iova, Pasid, Perm, PhysMem};
+use iommu_types::{Iova, Pasid, Perm, PhysMem};
 
 use super::memfd::MemfdId;
 use super::Kernel;
@@ -553,7 +553,7 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
                     areas.iter().map(|(a, ar)| (*a, ar.memfd, ar.offset, ar.len, ar.perm)).collect();
                 let domain = self.iommu.alloc_paging(PtFormat::SecondStage { levels: 4 }, nest_parent)?;
                 for (iova, memfd, offset, len, perm) in areas {
-                    let mapped = self.memfd_base_any(memfd).and_then(|base| {
+                    let mapped = self.memfd_base(memfd).and_then(|base| {
                         let pa = iommu_types::Hpa::new(base.raw() + offset);
                         self.iommu.map(domain, Iova::new(iova), pa, len, perm).and_then(|f| self.iommu.flush(f))
                     });
@@ -592,10 +592,6 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
                 Err(e)
             }
         }
-    }
-
-    fn memfd_base_any(&self, id: MemfdId) -> Result<iommu_types::Hpa, Errno> {
-        self.memfds.get(&id.0).map(|f| f.base).ok_or(Errno::NoEnt)
     }
 
     /// The core domain behind a HWPT (for inspection).
@@ -777,16 +773,18 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
             let code = match r.code {
                 uapi::PAGE_RESP_SUCCESS => ResponseCode::Success,
                 uapi::PAGE_RESP_INVALID => ResponseCode::Invalid,
-                _ => return if done > 0 { Ok(done) } else { Err(Errno::Inval) },
+                _ => break,
             };
             let q = self.ictx_mut(fd)?.fault_queue(fault).ok_or(Errno::Inval)?;
-            let Some(d) = q.delivered.remove(&r.cookie) else {
-                return if done > 0 { Ok(done) } else { Err(Errno::Inval) };
-            };
+            let Some(d) = q.delivered.remove(&r.cookie) else { break };
             if let Some(resp) = self.iopf.respond(d.group, code) {
                 let _ = self.respond(resp);
             }
             done += uapi::PAGE_RESPONSE_LEN;
+        }
+        // Bytes consumed, or the first error when nothing was.
+        if done == 0 && !data.is_empty() {
+            return Err(Errno::Inval);
         }
         Ok(done)
     }
@@ -860,15 +858,16 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
 
     // ---- attach / replace / detach ---------------------------------------
 
-    /// Checks `hwpt` may serve (`idev`, `pasid`) and returns its domain and
-    /// fault queue (semantics §1.3 device attach, specs 28–31, 49).
+    /// Checks `hwpt` may serve (`idev`, `pasid`) and returns the device, its
+    /// group and the HWPT's domain (semantics §1.3 device attach, specs
+    /// 28–31, 49).
     fn check_attach(
         &self,
         fd: IommufdFd,
         idev: ObjId,
         pasid: Option<Pasid>,
         hwpt: ObjId,
-    ) -> Result<(DeviceId, GroupId, DomainRef, bool), Errno> {
+    ) -> Result<(DeviceId, GroupId, DomainRef), Errno> {
         let c = self.ictx(fd)?;
         let Obj::Device { dev, vdevice } = c.get(idev)? else { return Err(Errno::NoEnt) };
         let info = self.iommu.device(*dev)?;
@@ -900,7 +899,7 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
                 }
             }
         }
-        Ok((*dev, group, domain, pasid_ok))
+        Ok((*dev, group, domain))
     }
 
     /// Attaches device `idev` at `pasid` (`None`: the RID) to `hwpt`
@@ -920,7 +919,7 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
         pasid: Option<Pasid>,
         hwpt: ObjId,
     ) -> Result<(), Errno> {
-        let (dev, group, domain, _) = self.check_attach(fd, idev, pasid, hwpt)?;
+        let (dev, group, domain) = self.check_attach(fd, idev, pasid, hwpt)?;
         let k = (group, key(pasid));
         if let Some(set) = self.ictx(fd)?.attach.get(&k) {
             if set.devs.contains(&idev) {
@@ -960,7 +959,7 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
             Some(s) if s.devs.contains(&idev) => s.hwpt,
             _ => return Err(Errno::Inval),
         };
-        let (dev, _, domain, _) = self.check_attach(fd, idev, pasid, hwpt)?;
+        let (dev, _, domain) = self.check_attach(fd, idev, pasid, hwpt)?;
         if old == hwpt {
             return Ok(());
         }
@@ -1080,12 +1079,5 @@ fn decode_vtd_s1(req: &HwptAlloc<'_>) -> Result<NestedS1, Errno> {
     }
     let data = req.data.ok_or(Errno::Fault)?;
     let data = data.get(..req.data_len as usize).ok_or(Errno::Fault)?;
-    let s = VtdS1::decode(data)?;
-    Ok(NestedS1 {
-        root: Gpa::new(s.pgtbl_addr),
-        addr_width: u8::try_from(s.addr_width).map_err(|_| Errno::Inval)?,
-        sre: s.flags & uapi::vtd_s1_flags::SRE != 0,
-        eafe: s.flags & uapi::vtd_s1_flags::EAFE != 0,
-        wpe: s.flags & uapi::vtd_s1_flags::WPE != 0,
-    })
+    VtdS1::decode(data)?.to_nested()
 }

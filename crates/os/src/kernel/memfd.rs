@@ -76,6 +76,12 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
         self.memfds.len()
     }
 
+    /// The base of a file, open or closed but still pinned (an IOAS area
+    /// keeps using it).
+    pub(super) fn memfd_base(&self, id: MemfdId) -> Result<Hpa, Errno> {
+        self.memfds.get(&id.0).map(|f| f.base).ok_or(Errno::NoEnt)
+    }
+
     pub(super) fn memfd_pin(&mut self, id: MemfdId) {
         if let Some(f) = self.memfds.get_mut(&id.0) {
             f.pins += 1;

@@ -5,6 +5,9 @@
 //! Decoders accept any bytes; they report what is wrong as the errno the
 //! ioctl returns.
 
+use iommu_types::Gpa;
+
+use crate::iommu::NestedS1;
 use crate::Errno;
 
 /// `IOMMU_HWPT_ALLOC_*` flags.
@@ -107,6 +110,38 @@ impl VtdS1 {
             return Err(Errno::OpNotSupp);
         }
         Ok(s)
+    }
+}
+
+impl From<&NestedS1> for VtdS1 {
+    /// The block a VMM passes for a guest first stage.
+    fn from(s1: &NestedS1) -> Self {
+        let flag = |on: bool, bit: u64| if on { bit } else { 0 };
+        Self {
+            flags: flag(s1.sre, vtd_s1_flags::SRE)
+                | flag(s1.eafe, vtd_s1_flags::EAFE)
+                | flag(s1.wpe, vtd_s1_flags::WPE),
+            pgtbl_addr: s1.root.raw(),
+            addr_width: s1.addr_width as u32,
+            reserved: 0,
+        }
+    }
+}
+
+impl VtdS1 {
+    /// The stage-1 data the core takes.
+    ///
+    /// # Errors
+    /// [`Errno::Inval`] for an address width that does not fit a byte (the
+    /// core checks the rest).
+    pub fn to_nested(&self) -> Result<NestedS1, Errno> {
+        Ok(NestedS1 {
+            root: Gpa::new(self.pgtbl_addr),
+            addr_width: u8::try_from(self.addr_width).map_err(|_| Errno::Inval)?,
+            sre: self.flags & vtd_s1_flags::SRE != 0,
+            eafe: self.flags & vtd_s1_flags::EAFE != 0,
+            wpe: self.flags & vtd_s1_flags::WPE != 0,
+        })
     }
 }
 
