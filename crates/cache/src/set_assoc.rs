@@ -225,6 +225,19 @@ impl<K: CacheKey, V: Copy> TaggedCache<K, V> {
         n
     }
 
+    /// Calls `f` (key, value, domain tag) for every valid entry, set by set
+    /// (an audit or a report; cost: the whole cache).
+    pub fn for_each_valid(&self, mut f: impl FnMut(&K, &V, u16)) {
+        for i in 0..self.sets.len() {
+            let set = self.lock(i);
+            for s in set.slots.iter().flatten() {
+                if self.gens.valid(s.stamp, s.domain, s.space) {
+                    f(&s.key, &s.value, s.domain);
+                }
+            }
+        }
+    }
+
     /// Number of sets.
     pub fn set_count(&self) -> usize {
         self.sets.len()

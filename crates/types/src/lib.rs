@@ -24,4 +24,4 @@ pub use access::{Access, PageSize, Perm};
 pub use addr::{Gpa, Hpa, Iova};
 pub use bus::{BusError, InterruptSink, Msi, NullInterrupts, RecordingInterrupts, RegisterBus, Width};
 pub use ids::{DomainId, IdError, Pasid, SourceId, StreamId, SubstreamId};
-pub use mem::{MemError, PagedMemory, PhysMem};
+pub use mem::{MemError, PagedMemory, PhysMem, ReadOnly};

@@ -101,6 +101,40 @@ impl<M: PhysMem + ?Sized> PhysMem for std::sync::Arc<M> {
     }
 }
 
+/// A read-only view of `M`: reads pass through, writes and successful
+/// compare-exchanges change nothing (they still fail where `M` is
+/// unbacked). For looking at tables without side effects: a walk through
+/// it does not set accessed or dirty bits.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOnly<M>(pub M);
+
+impl<M: PhysMem> PhysMem for ReadOnly<M> {
+    fn read(&self, addr: Hpa, buf: &mut [u8]) -> Result<(), MemError> {
+        self.0.read(addr, buf)
+    }
+
+    fn write(&self, addr: Hpa, data: &[u8]) -> Result<(), MemError> {
+        // Probe that the range is backed, in stack-sized pieces.
+        let mut scratch = [0u8; 64];
+        let mut done = 0usize;
+        while done < data.len() {
+            let n = (data.len() - done).min(scratch.len());
+            let at = addr.raw().checked_add(done as u64).ok_or(MemError::Unbacked(addr))?;
+            self.0.read(Hpa::new(at), &mut scratch[..n])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn compare_exchange_u64(&self, addr: Hpa, current: u64, _new: u64) -> Result<Result<u64, u64>, MemError> {
+        if addr.raw() % 8 != 0 {
+            return Err(MemError::Misaligned(addr));
+        }
+        let now = self.0.read_u64(addr)?;
+        Ok(if now == current { Ok(current) } else { Err(now) })
+    }
+}
+
 const PAGE_SHIFT: u32 = 12;
 const WORDS_PER_PAGE: usize = 512;
 
@@ -272,5 +306,17 @@ mod tests {
         assert_eq!(m.compare_exchange_u64(Hpa::new(8), 4, 9), Ok(Err(5)));
         assert_eq!(m.compare_exchange_u64(Hpa::new(8), 5, 9), Ok(Ok(5)));
         assert_eq!(m.read_u64(Hpa::new(8)), Ok(9));
+    }
+
+    #[test]
+    fn read_only_view_reads_through_and_changes_nothing() {
+        let m = PagedMemory::new(0x2000);
+        m.write_u64(Hpa::new(0x100), 7).unwrap();
+        let ro = ReadOnly(&m);
+        assert_eq!(ro.read_u64(Hpa::new(0x100)).unwrap(), 7);
+        ro.write_u64(Hpa::new(0x100), 9).unwrap();
+        assert_eq!(ro.compare_exchange_u64(Hpa::new(0x100), 7, 9).unwrap(), Ok(7));
+        assert_eq!(m.read_u64(Hpa::new(0x100)).unwrap(), 7);
+        assert!(ro.write(Hpa::new(0x1FFC), &[0; 8]).is_err(), "an unbacked write still fails");
     }
 }

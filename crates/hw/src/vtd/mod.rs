@@ -17,6 +17,7 @@
 //! requests take.
 
 mod ats;
+mod audit;
 pub mod config;
 mod endpoint;
 mod fault_log;
@@ -37,6 +38,7 @@ use iommu_walk::vtd::context::Context;
 use iommu_walk::vtd::pasid::PasidLookup;
 
 pub use ats::AtsCompletion;
+pub use audit::{AuditedCache, CacheAudit, Current, StaleEntry};
 pub use config::{ImplChoices, IqeRestart, VtdConfig};
 pub use endpoint::{Endpoint, EndpointDma};
 pub use page_req::PrqOutcome;
