@@ -365,6 +365,23 @@ impl Mm {
         self.vmas.values()
     }
 
+    /// The frame the mm's own records say backs the page of `addr` (not
+    /// read from the page table: a reference for checkers).
+    pub fn resident_frame(&self, addr: u64) -> Option<Hpa> {
+        if self.dead {
+            return None;
+        }
+        self.pages.get(&(addr & !(PAGE - 1))).copied()
+    }
+
+    /// Address of the leaf PTE mapping `addr`, if one is present.
+    pub fn leaf_entry(&self, mem: &dyn PhysMem, addr: u64) -> Option<Hpa> {
+        if self.dead {
+            return None;
+        }
+        self.pt.leaf_entry(mem, Iova::new(addr))
+    }
+
     /// Pages with a frame.
     pub fn resident_pages(&self) -> usize {
         self.pages.len()

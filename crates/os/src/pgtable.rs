@@ -622,6 +622,25 @@ impl IoPageTable {
         None
     }
 
+    /// Address of the leaf entry that maps `iova`, if it is mapped (for
+    /// debugging tools and fault injection, which write it behind the
+    /// OS's back).
+    pub fn leaf_entry(&self, mem: &dyn PhysMem, iova: Iova) -> Option<Hpa> {
+        if iova.raw() >= self.format.input_end() {
+            return None;
+        }
+        let mut table = self.root;
+        for level in (1..=self.format.levels()).rev() {
+            let at = entry_addr(table, level_index(iova.raw(), level)).ok()?;
+            match self.format.decode(read_entry(mem, at).ok()?, level) {
+                PteRepr::NotPresent => return None,
+                PteRepr::Table { next, .. } => table = Hpa::new(next),
+                PteRepr::Leaf { .. } => return Some(at),
+            }
+        }
+        None
+    }
+
     /// Frees every table page. The caller has already made the table
     /// unreachable (no PASID or context entry points at it) and invalidated
     /// the IOMMU's caches. Data frames are not touched.

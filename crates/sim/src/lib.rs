@@ -3,13 +3,19 @@
 //! * [`replay`]: replays conformance cases recorded on QEMU
 //!   (`shared/vtd-conformance`, case schema v1) against the VT-d model and
 //!   prints observations in the same shape;
-//! * [`demo`]: the built-in default scenario `iommu-sim` runs with no
-//!   arguments.
+//! * [`decode`]: reads hex words as one VT-d structure or register (`decode KIND HEX`);
+//! * [`scenario`]: scenario files (TOML) parsed and checked;
+//! * [`engine`]: runs a scenario on the simulated machine, with the
+//!   invariant checkers;
+//! * [`report`]: the run's report as text, JSON and HTML;
+//! * [`demo`]: the built-in hardware-level walkthrough.
 //!
 //! The `iommu-sim` binary is a thin `main` over this library.
 #![forbid(unsafe_code)]
 
+pub mod decode;
 pub mod demo;
-pub mod demo_os;
-pub mod demo_vmm;
+pub mod engine;
 pub mod replay;
+pub mod report;
+pub mod scenario;

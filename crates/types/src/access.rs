@@ -76,6 +76,19 @@ impl Perm {
     }
 }
 
+/// `rwx` with `-` for a missing permission.
+impl fmt::Display for Perm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{}{}",
+            if self.read { "r" } else { "-" },
+            if self.write { "w" } else { "-" },
+            if self.exec { "x" } else { "-" }
+        )
+    }
+}
+
 impl fmt::Debug for Perm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

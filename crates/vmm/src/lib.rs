@@ -18,4 +18,4 @@ pub mod viommu;
 pub mod vm;
 
 pub use guest_mem::GuestMem;
-pub use vm::{Assigned, DmaFailure, HostApi, PasidMode, Vm, VmConfig, VmError, VmStats, VmmEvent};
+pub use vm::{Assigned, DmaAccess, DmaFailure, HostApi, PasidMode, Vm, VmConfig, VmError, VmStats, VmmEvent};

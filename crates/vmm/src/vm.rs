@@ -133,6 +133,15 @@ pub enum DmaFailure {
     Retries,
 }
 
+/// What one device DMA does.
+#[derive(Debug)]
+pub enum DmaAccess<'a> {
+    /// Writes these bytes.
+    Write(&'a [u8]),
+    /// Reads into this buffer.
+    Read(&'a mut [u8]),
+}
+
 /// What the VMM did, for traces and tests (bounded log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VmmEvent {
@@ -1008,7 +1017,7 @@ impl Vm {
         addr: u64,
         data: &[u8],
     ) -> Result<(), VmError> {
-        self.dma(host, unit, dev, gpasid, addr, |ep, u, p, a| ep.write(u, p, a, data))
+        self.dma_access(host, unit, dev, gpasid, addr, DmaAccess::Write(data)).map(|_| ())
     }
 
     /// As [`Vm::dma_write`], reading `len` bytes.
@@ -1025,25 +1034,35 @@ impl Vm {
         len: usize,
     ) -> Result<Vec<u8>, VmError> {
         let mut buf = vec![0u8; len];
-        self.dma(host, unit, dev, gpasid, addr, |ep, u, p, a| ep.read(u, p, a, &mut buf))?;
+        self.dma_access(host, unit, dev, gpasid, addr, DmaAccess::Read(&mut buf))?;
         Ok(buf)
     }
 
-    fn dma<D: IommuDriver, M: PhysMem, F: FrameAllocator, HM: PhysMem, I: InterruptSink>(
+    /// One DMA of assigned device `dev` (within one page), as
+    /// [`Vm::dma_write`] / [`Vm::dma_read`]; returns the host-physical
+    /// address it reached.
+    ///
+    /// # Errors
+    /// [`VmError::Dma`].
+    pub fn dma_access<D: IommuDriver, M: PhysMem, F: FrameAllocator, HM: PhysMem, I: InterruptSink>(
         &mut self,
         host: &mut Kernel<D, M, F>,
         unit: &VtdUnit<HM, I>,
         dev: usize,
         gpasid: Option<Pasid>,
         addr: u64,
-        mut op: impl FnMut(&mut Endpoint, &VtdUnit<HM, I>, Option<Pasid>, Iova) -> EndpointDma,
-    ) -> Result<(), VmError> {
+        mut access: DmaAccess<'_>,
+    ) -> Result<Hpa, VmError> {
         self.dev(dev)?;
         let hpasid = self.dma_pasid(dev, gpasid)?;
         for _ in 0..4 {
-            let r = op(&mut self.devs[dev].endpoint, unit, hpasid, Iova::new(addr));
+            let ep = &mut self.devs[dev].endpoint;
+            let r = match &mut access {
+                DmaAccess::Write(d) => ep.write(unit, hpasid, Iova::new(addr), d),
+                DmaAccess::Read(b) => ep.read(unit, hpasid, Iova::new(addr), b),
+            };
             match r {
-                EndpointDma::Done(_) => return Ok(()),
+                EndpointDma::Done(hpa) => return Ok(hpa),
                 EndpointDma::Failed => return Err(VmError::Dma(DmaFailure::Fault)),
                 EndpointDma::RequestRefused(_) => return Err(VmError::Dma(DmaFailure::RequestRefused)),
                 EndpointDma::PageRequested(prgi) => {

@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
-use iommu_cache::{mix, CacheKey, Iotlb, TaggedCache};
+use iommu_cache::{mix, CacheKey, CacheStats, Iotlb, TaggedCache};
 use iommu_format::vtd::inv_desc::{InvDescriptor, ResponseCode};
 use iommu_format::vtd::regs::Caps;
 use iommu_types::{InterruptSink, Pasid, PhysMem, SourceId};
@@ -335,6 +335,17 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
     /// The IOTLB (statistics, tests).
     pub fn iotlb(&self) -> &Iotlb {
         &self.iotlb
+    }
+
+    /// Capacity and counters of every cache: IOTLB, context cache, PASID
+    /// cache and the endpoints' device TLBs (for reports).
+    pub fn cache_stats(&self) -> [(&'static str, usize, CacheStats); 4] {
+        [
+            ("IOTLB", self.iotlb.cache().capacity(), self.iotlb.cache().stats()),
+            ("context cache", self.ctx_cache.capacity(), self.ctx_cache.stats()),
+            ("PASID cache", self.pasid_cache.capacity(), self.pasid_cache.stats()),
+            ("device TLB", self.devtlb.cache().capacity(), self.devtlb.cache().stats()),
+        ]
     }
 
     fn regs(&self) -> std::sync::MutexGuard<'_, Regs> {
