@@ -47,10 +47,12 @@ impl Machine<'_> {
         match space {
             DmaSpace::Rid => Ok(None),
             DmaSpace::Pasid(p) => Ok(Some(Pasid::new(p))),
-            DmaSpace::Bond(b) => match self.bonds.get(b).copied().flatten() {
-                Some(bond) => Ok(Some(bond.pasid)),
-                None => Err(Outcome::Errno(iommu_os::Errno::NoEnt, "the bond is not bound".into())),
-            },
+            DmaSpace::Bond(b) => {
+                match self.bonds.get(b).copied().flatten().map(|x| x.pasid).or(self.aux.get(b).copied().flatten()) {
+                    Some(pasid) => Ok(Some(pasid)),
+                    None => Err(Outcome::Errno(iommu_os::Errno::NoEnt, "the bond is not bound".into())),
+                }
+            }
         }
     }
 
@@ -144,10 +146,7 @@ impl Machine<'_> {
                     Err(Machine::response_outcome(c))
                 }
                 Err(VmError::Dma(DmaFailure::Fault)) => Err(Outcome::Fault(None, "translation refused".into())),
-                Err(VmError::Dma(f)) => Err(Outcome::Failed(format!("{f:?}"))),
-                Err(VmError::Host(e)) => Err(Outcome::Errno(e, "host".into())),
-                Err(VmError::Guest(e)) => Err(Outcome::Errno(e, "guest".into())),
-                Err(e) => Err(Outcome::Failed(e.to_string())),
+                Err(e) => Err(super::ops::vm_err(e)),
             };
         }
         let info = self.devs[device].info;

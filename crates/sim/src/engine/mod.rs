@@ -154,6 +154,8 @@ pub(crate) struct Machine<'s> {
     pub(crate) procs: Vec<Option<MmId>>,
     pub(crate) vms: Vec<Option<VmState>>,
     pub(crate) bonds: Vec<Option<Bond>>,
+    /// PASIDs of aux-domain attachments, by the same names as bonds.
+    pub(crate) aux: Vec<Option<Pasid>>,
     pub(crate) domains: Vec<Option<DomainRef>>,
     /// Reference page maps of the scenario's paging domains (page → frame).
     pub(crate) domain_pages: Vec<BTreeMap<u64, Hpa>>,
@@ -229,6 +231,7 @@ impl<'s> Machine<'s> {
             procs: vec![None; sc.processes.len()],
             vms: Vec::new(),
             bonds: vec![None; sc.bonds.len()],
+            aux: vec![None; sc.bonds.len()],
             domains: vec![None; sc.domains.len()],
             domain_pages: vec![BTreeMap::new(); sc.domains.len()],
             mappings: Vec::new(),

@@ -46,7 +46,7 @@ fn errno(e: Errno) -> Outcome {
     Outcome::Errno(e, String::new())
 }
 
-fn vm_err(e: VmError) -> Outcome {
+pub(super) fn vm_err(e: VmError) -> Outcome {
     match e {
         VmError::Host(e) => Outcome::Errno(e, "host".into()),
         VmError::Guest(e) => Outcome::Errno(e, "guest".into()),
@@ -91,6 +91,7 @@ pub(crate) fn summary(sc: &Scenario, op: &Op) -> String {
             format!("{}cpu-read {} {va:#x} {len} bytes", at(ctx), proc_(ctx, process))
         }
         Op::Exit { ctx, process } => format!("{}exit {}", at(ctx), proc_(ctx, process)),
+        Op::Enqcmd { process } => format!("enqcmd {}", proc_(&Ctx::Host, process)),
         Op::Bind { ctx, device, process, bond: b } => {
             format!("{}bind {} to {} as {}", at(ctx), dev(device), proc_(ctx, process), bond(b))
         }
@@ -133,7 +134,9 @@ pub(crate) fn summary(sc: &Scenario, op: &Op) -> String {
                 pasid(p)
             )
         }
-        Op::AuxAttach { domain, device } => format!("aux-attach {} to {}", dom(domain), dev(device)),
+        Op::AuxAttach { domain, device, pasid } => {
+            format!("aux-attach {} to {} as {}", dom(domain), dev(device), bond(pasid))
+        }
         Op::AuxDetach { domain, device } => format!("aux-detach {} from {}", dom(domain), dev(device)),
         Op::IoasidSetAlloc { set, quota } => {
             format!("ioasid-set-alloc {} quota {quota}", sc.sets.get(*set).map_or("?", |s| s))
@@ -252,6 +255,13 @@ impl Machine<'_> {
                 let Some(mm) = self.proc_mm(*ctx, *process) else { return gone("the process") };
                 unit(self.in_kernel(*ctx, |h| h.exit(mm), |g| g.exit(mm)))
             }
+            Op::Enqcmd { process } => {
+                let Some(mm) = self.procs[*process] else { return gone("the process") };
+                match self.host.enqcmd(mm, 0) {
+                    Ok(p) => Outcome::Ok(format!("PASID {}", p.raw()), None),
+                    Err(e) => errno(e),
+                }
+            }
             Op::Bind { ctx, device, process, bond } => self.bind(*ctx, *device, *process, None, *bond),
             Op::BindDevicePasid { ctx, device, process, pasid, bond } => {
                 self.bind(*ctx, *device, *process, Some(*pasid), *bond)
@@ -324,7 +334,7 @@ impl Machine<'_> {
                 let replace = matches!(op, Op::Replace { .. });
                 let iommu = self.host.iommu_mut();
                 let r = match (pasid, replace) {
-                    (None, false) => iommu.attach_rid(d, dev),
+                    (None, false) => return unit(Some(self.host.attach_normal(d, dev))),
                     (None, true) => iommu.replace_rid(d, dev),
                     (Some(p), false) => iommu.attach_dev_pasid(d, dev, Pasid::new(*p), None),
                     (Some(p), true) => iommu.replace_dev_pasid(d, dev, Pasid::new(*p), HandleKind::User(0)),
@@ -345,10 +355,13 @@ impl Machine<'_> {
                     _ => unit(Some(self.host.iommu_mut().detach_rid(dev))),
                 }
             }
-            Op::AuxAttach { domain, device } => {
+            Op::AuxAttach { domain, device, pasid } => {
                 let Some(d) = self.domains[*domain] else { return gone("the domain") };
                 match self.host.aux_attach(d, self.devs[*device].info.id) {
-                    Ok(p) => Outcome::Ok(format!("PASID {}", p.raw()), None),
+                    Ok(p) => {
+                        self.aux[*pasid] = Some(p);
+                        Outcome::Ok(format!("PASID {}", p.raw()), None)
+                    }
                     Err(e) => errno(e),
                 }
             }

@@ -198,6 +198,9 @@ pub enum Op {
         ctx: Ctx,
         process: usize,
     },
+    Enqcmd {
+        process: usize,
+    },
     Bind {
         ctx: Ctx,
         device: usize,
@@ -274,6 +277,7 @@ pub enum Op {
     AuxAttach {
         domain: usize,
         device: usize,
+        pasid: usize,
     },
     AuxDetach {
         domain: usize,
@@ -373,7 +377,8 @@ pub struct Scenario {
     pub processes: Vec<ProcessSpec>,
     /// VMs.
     pub vms: Vec<VmSpec>,
-    /// Names defined by `as`, per kind, in order: bonds per context.
+    /// Names defined by `as`, per kind, in order: bonds (and aux-domain
+    /// PASIDs) per context.
     pub bonds: Vec<(Ctx, String)>,
     /// Host paging domains.
     pub domains: Vec<String>,

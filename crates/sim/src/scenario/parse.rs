@@ -449,6 +449,7 @@ const OPS: &[(&str, &str)] = &[
     ("cpu-write", "vm, process, va, data"),
     ("cpu-read", "vm, process, va, len, expect_data"),
     ("exit", "vm, process"),
+    ("enqcmd", "process"),
     ("bind", "vm, device, process, as"),
     ("bind-device-pasid", "vm, device, process, pasid, as"),
     ("unbind", "vm, bond"),
@@ -463,7 +464,7 @@ const OPS: &[(&str, &str)] = &[
     ("attach", "domain, device, pasid"),
     ("replace", "domain, device, pasid"),
     ("detach", "domain, device, pasid"),
-    ("aux-attach", "domain, device"),
+    ("aux-attach", "domain, device, as"),
     ("aux-detach", "domain, device"),
     ("ioasid-set-alloc", "as, quota"),
     ("ioasid-alloc", "set, as"),
@@ -623,7 +624,10 @@ impl<'b, 'a> StepReader<'b, 'a> {
     fn host_only(&self, ctx: Ctx) -> Result<(), ScenarioError> {
         match ctx {
             Ctx::Host => Ok(()),
-            Ctx::Vm(_) => Err(self.err_at(self.op.1.clone(), "runs on the host only; remove `vm`")),
+            Ctx::Vm(_) => {
+                let span = self.keys.get("vm").map_or(self.op.1.clone(), |(_, v)| v.span());
+                Err(self.err_at(span, "runs on the host only; remove `vm`"))
+            }
         }
     }
 
@@ -828,6 +832,11 @@ impl<'b, 'a> StepReader<'b, 'a> {
                 let len = self.read_len()?;
                 Op::CpuRead { ctx, process, va, len }
             }
+            "enqcmd" => {
+                let ctx = self.ctx()?;
+                self.host_only(ctx)?;
+                Op::Enqcmd { process: self.process(Ctx::Host)? }
+            }
             "exit" => {
                 let ctx = self.ctx()?;
                 Op::Exit { ctx, process: self.process(ctx)? }
@@ -951,7 +960,7 @@ impl<'b, 'a> StepReader<'b, 'a> {
                 let domain = self.domain()?;
                 let device = self.device(Ctx::Host)?;
                 if name == "aux-attach" {
-                    Op::AuxAttach { domain, device }
+                    Op::AuxAttach { domain, device, pasid: self.define_bond(Ctx::Host)? }
                 } else {
                     Op::AuxDetach { domain, device }
                 }
