@@ -353,11 +353,23 @@ impl<'s> Machine<'s> {
         if !self.opts.trace {
             return;
         }
+        let actor = actor.into();
+        if actor != "host" {
+            // What the host driver did so far comes first, so that the log
+            // keeps the order in which the hardware saw things.
+            for a in self.host.iommu_mut().driver_mut().take_log() {
+                self.push_trace("host".into(), format!("{a:?}"));
+            }
+        }
+        self.push_trace(actor, event.into());
+    }
+
+    fn push_trace(&mut self, actor: String, event: String) {
         if self.report.trace.len() >= MAX_TRACE {
             self.report.trace_dropped += 1;
             return;
         }
-        self.report.trace.push(TraceLine { step: self.step, actor: actor.into(), event: event.into() });
+        self.report.trace.push(TraceLine { step: self.step, actor, event });
     }
 
     /// Collects what the drivers and VMMs did, then runs the checkers.
