@@ -689,18 +689,12 @@ impl<'b, 'a> StepReader<'b, 'a> {
         })
     }
 
-    /// Defines a name with `as`; returns its index in its list.
-    fn define(
-        &mut self,
-        kind: &str,
-        ctx: Ctx,
-        list: fn(&mut Scenario) -> &mut Vec<String>,
-        taken: Vec<String>,
-    ) -> Result<usize, ScenarioError> {
+    /// Defines a host-wide name with `as` in `list`; returns its index.
+    fn define(&mut self, kind: &str, list: fn(&mut Scenario) -> &mut Vec<String>) -> Result<usize, ScenarioError> {
         let n = self.str("as")?;
+        let taken = list(&mut self.b.sc).clone();
         let tk: Vec<&str> = taken.iter().map(|s| s.as_str()).collect();
         let name = check_name(&self.b.loc, &n, &tk, kind).map_err(|e| self.prefix(e))?;
-        let _ = ctx;
         let l = list(&mut self.b.sc);
         l.push(name);
         Ok(l.len() - 1)
@@ -912,8 +906,7 @@ impl<'b, 'a> StepReader<'b, 'a> {
             "domain-alloc" => {
                 let ctx = self.ctx()?;
                 self.host_only(ctx)?;
-                let taken = self.b.sc.domains.clone();
-                let domain = self.define("domain", Ctx::Host, |s| &mut s.domains, taken)?;
+                let domain = self.define("domain", |s| &mut s.domains)?;
                 let second_stage = match self.opt_str("format")? {
                     None => true,
                     Some(f) => choice(&self.b.loc, &f, "format", &[("second-stage", true), ("first-stage", false)])
@@ -966,14 +959,12 @@ impl<'b, 'a> StepReader<'b, 'a> {
                 }
             }
             "ioasid-set-alloc" => {
-                let taken = self.b.sc.sets.clone();
-                let set = self.define("IOASID set", Ctx::Host, |s| &mut s.sets, taken)?;
+                let set = self.define("IOASID set", |s| &mut s.sets)?;
                 Op::IoasidSetAlloc { set, quota: self.u64("quota", 1, 1 << 20)? as u32 }
             }
             "ioasid-alloc" => {
                 let set = self.named("set", "IOASID set", |s, _| s.sets.clone(), Ctx::Host)?;
-                let taken = self.b.sc.ioasids.clone();
-                Op::IoasidAlloc { set, pasid: self.define("IOASID", Ctx::Host, |s| &mut s.ioasids, taken)? }
+                Op::IoasidAlloc { set, pasid: self.define("IOASID", |s| &mut s.ioasids)? }
             }
             "ioasid-free" => {
                 let set = self.named("set", "IOASID set", |s, _| s.sets.clone(), Ctx::Host)?;
