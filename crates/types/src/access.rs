@@ -91,13 +91,7 @@ impl fmt::Display for Perm {
 
 impl fmt::Debug for Perm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Perm({}{}{})",
-            if self.read { "r" } else { "-" },
-            if self.write { "w" } else { "-" },
-            if self.exec { "x" } else { "-" }
-        )
+        write!(f, "Perm({self})")
     }
 }
 
