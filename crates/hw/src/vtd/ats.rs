@@ -11,7 +11,7 @@ use iommu_format::vtd::fault::FaultReason;
 use iommu_types::{Access, Hpa, InterruptSink, Iova, PageSize, Pasid, Perm, PhysMem, SourceId};
 use iommu_walk::vtd::context::Context;
 
-use super::translate::{Request, TE_BIT};
+use super::translate::{access_flags, in_interrupt_range, Request, TE_BIT};
 use super::VtdUnit;
 
 /// A translation completion (PCIe ATS).
@@ -61,12 +61,26 @@ impl<M: PhysMem, I: InterruptSink> VtdUnit<M, I> {
             self.record_fault(&req, FaultReason::SmDteClear);
             return AtsCompletion::Unsupported(FaultReason::SmDteClear);
         }
+        let space = pasid.map_or(iommu_cache::NO_SPACE, |p| p.raw());
+        // A translation request is served from the IOTLB like any other
+        // request (VT-d §6.2); a hit needs what a walk would check.
+        if let Some((e, size)) = self.iotlb.lookup(sid.raw(), space, access_flags(access), addr.raw()) {
+            let out = Hpa::new(e.frame.raw() | (addr.raw() & (size.bytes() - 1)));
+            if e.perm.allows(access)
+                && (access.privileged || e.user)
+                && (!access.write || e.dirty)
+                && !in_interrupt_range(out)
+            {
+                let entry = IotlbEntry { frame: e.frame, perm: e.perm, user: true, dirty: true, kind: 0, space };
+                self.devtlb.fill(sid.raw(), space, DEVTLB_FLAGS, sid.raw(), addr.raw(), size, entry);
+                return AtsCompletion::Translated { frame: e.frame, size, perm: e.perm };
+            }
+        }
         // Translation-request faults are reported to the device in the
         // completion, not recorded (VT-d §7.1.1): translate without the
         // fault-log side effects.
         match self.resolve(&req, active) {
             Ok(t) => {
-                let space = pasid.map_or(iommu_cache::NO_SPACE, |p| p.raw());
                 let entry = IotlbEntry { frame: t.frame, perm: t.perm, user: true, dirty: true, kind: 0, space };
                 // The device TLBs are tagged by requester: the domain tag is the source-id.
                 self.devtlb.fill(sid.raw(), space, DEVTLB_FLAGS, sid.raw(), addr.raw(), t.size, entry);

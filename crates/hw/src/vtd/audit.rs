@@ -165,14 +165,14 @@ mod tests {
 
     type Unit = VtdUnit<PagedMemory, NullInterrupts>;
 
-    /// A unit translating PASID 5 of `SID` through a first-stage table that
-    /// maps VA → DATA; queued invalidation on.
+    /// A unit translating PASID 5 of `SID` (ATS allowed) through a
+    /// first-stage table that maps VA → DATA; queued invalidation on.
     fn setup() -> (Unit, PageTable) {
         let u = VtdUnit::new(VtdConfig::full_featured(), PagedMemory::new(64 << 20), NullInterrupts);
         let mem = u.mem();
         let mut alloc = PageAlloc::new(0x40_0000, 0x100_0000);
         let mut setup = VtdSetup::new(&mut alloc, true);
-        setup.scalable_device(mem, &mut alloc, SID, false, false);
+        setup.scalable_device(mem, &mut alloc, SID, true, false);
         let mut fs = PageTable::new(Format::FirstStage, 4, &mut alloc);
         fs.map(mem, &mut alloc, VA, DATA, PageSize::Size4K, RW);
         let cfg =
@@ -258,5 +258,24 @@ mod tests {
         assert_eq!(u.audit_caches().stale.len(), 1);
         assert_eq!(u.mem().read_u64(leaf(&fs)).unwrap() & a_bit, 0, "A untouched");
         assert_eq!(u.stats.faults_recorded.load(Ordering::Relaxed), faults, "no fault recorded");
+    }
+
+    /// VT-d §6.2: a translation request is served from the IOTLB; after an
+    /// invalidation it is not.
+    #[test]
+    fn ats_translation_request_hits_the_iotlb_until_invalidated() {
+        use crate::vtd::AtsCompletion;
+        let (u, fs) = setup();
+        dma(&u);
+        let hits = u.iotlb().cache().stats().hits;
+        let c = u.ats_translate(SID, Some(PASID), Iova::new(VA), Access::READ);
+        assert!(matches!(c, AtsCompletion::Translated { frame, .. } if frame == Hpa::new(DATA)), "{c:?}");
+        assert_eq!(u.iotlb().cache().stats().hits, hits + 1);
+        u.mem().write_u64(leaf(&fs), 0).unwrap();
+        let d = InvDescriptor::PasidIotlb { did: DomainId::new(1), pasid: PASID, scope: PasidIotlbScope::AllNonGlobal };
+        u.mem().write(Hpa::new(IQ), &d.encode().to_bytes()).unwrap();
+        RegisterBus::write(&u, o::IQT, Width::W64, 32).unwrap();
+        assert_eq!(u.ats_translate(SID, Some(PASID), Iova::new(VA + 0x1000), Access::READ), AtsCompletion::NoAccess);
+        assert_eq!(u.ats_translate(SID, Some(PASID), Iova::new(VA), Access::READ), AtsCompletion::NoAccess);
     }
 }

@@ -349,11 +349,11 @@ fn check_request_enables(fs: &FirstStageCfg, access: Access, fpd: bool) -> Resul
 /// The request's access class as IOTLB key flags: translations made for
 /// privileged or execute requests are kept apart, since the checks that
 /// admitted them (SRE, ERE, WPE) differ.
-const fn access_flags(a: Access) -> u8 {
+pub(super) const fn access_flags(a: Access) -> u8 {
     (a.privileged as u8) | (a.exec as u8) << 1
 }
 
-fn in_interrupt_range(out: Hpa) -> bool {
+pub(super) fn in_interrupt_range(out: Hpa) -> bool {
     (INTR_LO..INTR_HI).contains(&out.raw())
 }
 
