@@ -252,7 +252,8 @@ impl<'s> Machine<'s> {
             let info = DeviceInfo {
                 id: DeviceId(self.devs.len() as u32 + 1),
                 sid: d.sid,
-                max_pasids: d.pasids,
+                // A device's PASID width is capped by the IOMMU's (ECAP.PSS).
+                max_pasids: d.pasids.min(1 << self.sc.machine.pasid_bits),
                 ats: d.ats,
                 pri: d.pri,
                 pci: d.pci,

@@ -352,6 +352,13 @@ impl Machine<'_> {
                         self.host.iommu_mut().detach_dev_pasid(d, dev, Pasid::new(*p));
                         Outcome::ok()
                     }
+                    (None, Some(d)) => {
+                        let Some(d) = self.domains[*d] else { return gone("the domain") };
+                        if self.host.iommu().rid_domain(dev) != Ok(d) {
+                            return Outcome::Errno(Errno::NoEnt, "not attached at the RID".into());
+                        }
+                        unit(Some(self.host.iommu_mut().detach_rid(dev)))
+                    }
                     _ => unit(Some(self.host.iommu_mut().detach_rid(dev))),
                 }
             }
@@ -367,7 +374,16 @@ impl Machine<'_> {
             }
             Op::AuxDetach { domain, device } => {
                 let Some(d) = self.domains[*domain] else { return gone("the domain") };
-                unit(Some(self.host.aux_detach(d, self.devs[*device].info.id)))
+                let dev = self.devs[*device].info.id;
+                let pasid = self.host.aux_get_pasid(d);
+                let r = self.host.aux_detach(d, dev);
+                if r.is_ok() {
+                    // The name no longer stands for a PASID.
+                    for a in self.aux.iter_mut().filter(|a| a.is_some() && **a == pasid) {
+                        *a = None;
+                    }
+                }
+                unit(Some(r))
             }
             Op::IoasidSetAlloc { set, quota } => match self.host.ioasid_set_alloc(*quota) {
                 Ok(s) => {
@@ -399,7 +415,7 @@ impl Machine<'_> {
                 let data = GpasidBindData {
                     argsz: GPASID_BIND_ARGSZ,
                     format: FORMAT_INTEL_VTD,
-                    flags: 0,
+                    flags: iommu_os::kernel::gpasid_flags::GPASID_VAL,
                     hpasid: u64::from(p.raw()),
                     gpasid: u64::from(*gpasid),
                     gpgd: Gpa::new(*gpgd),

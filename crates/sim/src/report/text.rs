@@ -39,10 +39,14 @@ pub fn render(r: &Report) -> String {
     let mut t = table(&["#", "line", "operation", "expected", "got", ""]);
     for s in &r.steps {
         let mark = if s.ok { "ok" } else { "FAIL" };
+        let op = match &s.note {
+            Some(n) => format!("{}\n  ({n})", s.op),
+            None => s.op.clone(),
+        };
         t.add_row(vec![
             s.step.to_string(),
             s.line.to_string(),
-            s.op.clone(),
+            op,
             s.expected.clone(),
             s.got.clone(),
             mark.into(),
@@ -135,7 +139,13 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(out, "\ninvariants\n{t}");
     for i in &r.invariants {
         for v in &i.violations {
-            let at = if v.line > 0 { format!("step {} (line {})", v.step, v.line) } else { format!("step {}", v.step) };
+            let at = if v.step > r.steps.len() {
+                "the end-of-run teardown".to_string()
+            } else if v.line > 0 {
+                format!("step {} (line {})", v.step, v.line)
+            } else {
+                format!("step {}", v.step)
+            };
             let _ = writeln!(out, "VIOLATION {} after {at}: {}", i.name, v.message);
         }
     }
