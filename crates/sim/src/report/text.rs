@@ -43,14 +43,7 @@ pub fn render(r: &Report) -> String {
             Some(n) => format!("{}\n  ({n})", s.op),
             None => s.op.clone(),
         };
-        t.add_row(vec![
-            s.step.to_string(),
-            s.line.to_string(),
-            op,
-            s.expected.clone(),
-            s.got.clone(),
-            mark.into(),
-        ]);
+        t.add_row(vec![s.step.to_string(), s.line.to_string(), op, s.expected.clone(), s.got.clone(), mark.into()]);
     }
     let _ = writeln!(out, "\nsteps\n{t}");
 
