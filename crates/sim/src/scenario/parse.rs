@@ -259,9 +259,14 @@ impl<'a> Builder<'a> {
                 bounds: c.bounds.unwrap_or(d.bounds),
             };
         }
-        for (what, n) in [("devices", doc.device.len()), ("processes", doc.process.len()), ("VMs", doc.vm.len())] {
-            if n > MAX_ENTITIES {
-                return Err(self.loc.whole(format!("{n} {what}: at most {MAX_ENTITIES} are allowed")));
+        let over = [
+            ("devices", doc.device.len(), doc.device.get(MAX_ENTITIES).map(|d| d.span())),
+            ("processes", doc.process.len(), doc.process.get(MAX_ENTITIES).map(|p| p.span())),
+            ("VMs", doc.vm.len(), doc.vm.get(MAX_ENTITIES).map(|v| v.span())),
+        ];
+        for (what, n, first_over) in over {
+            if let Some(span) = first_over {
+                return Err(self.loc.at(span, format!("{n} {what}: at most {MAX_ENTITIES} are allowed")));
             }
         }
         for d in &doc.device {
@@ -275,8 +280,9 @@ impl<'a> Builder<'a> {
         for v in &doc.vm {
             self.vm(v)?;
         }
-        if doc.step.len() > MAX_STEPS {
-            return Err(self.loc.whole(format!("{} steps: at most {MAX_STEPS} are allowed", doc.step.len())));
+        if let Some(first_over) = doc.step.get(MAX_STEPS) {
+            let msg = format!("{} steps: at most {MAX_STEPS} are allowed", doc.step.len());
+            return Err(self.loc.at(first_over.span(), msg));
         }
         for s in &doc.step {
             let step = StepReader::new(&mut self, s)?.read()?;
