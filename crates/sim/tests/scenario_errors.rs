@@ -204,7 +204,7 @@ cases! {
     unknown_vm_key: after("pasid_mode = \"translated\"", "vcpus = 2"), at "vcpus" =>
         "unknown field `vcpus`", "`ram_mib`", "`host_api`";
     unknown_step_key: step("op = \"unbind\"\nbond = \"b0\"\ncolour = 1"), at "colour" =>
-        "unknown key `colour`", "it takes: vm, bond", "any step: expect, expect_data, note";
+        "unknown key `colour`", "it takes: vm, bond", "any step: expect, note";
     unknown_step_key_of_another_op: step("op = \"exit\"\nprocess = \"app\"\ndevice = \"gpu\""), at "device = \"gpu\"" =>
         "step `exit`: unknown key `device`", "it takes: vm, process;";
 
@@ -323,6 +323,11 @@ cases! {
     // --- conflicting keys ----------------------------------------------------
     pasid_and_bond: step("op = \"dma-read\"\ndevice = \"gpu\"\npasid = 1\nbond = \"b0\"\naddr = 0\nlen = 4"), at HEADER =>
         "give `pasid` or `bond`, not both";
+    expect_data_on_an_op_that_reads_nothing: step("op = \"exit\"\nprocess = \"app\"\nexpect_data = \"x\""),
+        at "expect_data" => "step `exit`: unknown key `expect_data`";
+    misspelt_key_reported_before_the_missing_one: step("op = \"dma-read\"\ndevice = \"gpu\"\naddr = 0\nsize = 4"),
+        at "size" => "unknown key `size`", "len";
+    bdf_with_a_sign: replace("bdf = \"00:01.0\"", "bdf = \"+0:+1.+0\""), at "+0:+1.+0" => "expected BB:DD.F";
     corrupt_pte_without_owner: step("op = \"corrupt-pte\"\nva = 0x4000_0000\nvalue = 0"), at HEADER =>
         "give exactly one of `process` or `domain`";
 }

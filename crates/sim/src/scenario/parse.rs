@@ -24,6 +24,8 @@ pub const MAX_STEPS: usize = 10_000;
 pub const MAX_RANDOM_DMAS: u64 = 1_000_000;
 /// Largest single DMA or CPU access, in bytes.
 pub const MAX_ACCESS: u64 = 1 << 20;
+/// Highest group number a scenario may name.
+const MAX_GROUP: i64 = 1 << 16;
 /// Most devices, processes or VMs.
 const MAX_ENTITIES: usize = 256;
 
@@ -176,6 +178,9 @@ fn parse_bdf(loc: &Locator<'_>, s: &Spanned<String>) -> Result<SourceId, Scenari
     };
     let (bus, rest) = s.get_ref().split_once(':').ok_or_else(bad)?;
     let (dev, func) = rest.split_once('.').ok_or_else(bad)?;
+    if ![bus, dev, func].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_hexdigit())) {
+        return Err(bad());
+    }
     let bus = u8::from_str_radix(bus, 16).map_err(|_| bad())?;
     let dev = u8::from_str_radix(dev, 16).map_err(|_| bad())?;
     let func = u8::from_str_radix(func, 16).map_err(|_| bad())?;
@@ -325,7 +330,7 @@ impl<'a> Builder<'a> {
             Some(b) => choice(loc, b, "bus", &[("pci", true), ("platform", false)])?,
             None => true,
         };
-        let group = t.group.as_ref().map(|g| int_in(loc, g, "group", 1, 1 << 16)).transpose()?;
+        let group = t.group.as_ref().map(|g| int_in(loc, g, "group", 1, MAX_GROUP)).transpose()?;
         let spec = DeviceSpec {
             name,
             sid,
@@ -333,7 +338,9 @@ impl<'a> Builder<'a> {
             ats: t.ats.unwrap_or(true),
             pri: t.pri.unwrap_or(true),
             pci,
-            group: group.map_or(self.sc.devices.len() as u32 + 1, |g| g as u32),
+            // A device without a group gets one of its own, numbered above
+            // every group a scenario can name.
+            group: group.map_or(MAX_GROUP as u32 + 1 + self.sc.devices.len() as u32, |g| g as u32),
         };
         self.sc.devices.push(spec);
         Ok(())
@@ -365,7 +372,7 @@ impl<'a> Builder<'a> {
         let t = v.get_ref();
         let taken: Vec<&str> = self.sc.vms.iter().map(|v| v.name.as_str()).collect();
         let name = check_name(loc, &t.name, &taken, "VM")?;
-        let ram_mib = t.ram_mib.as_ref().map(|r| int_in(loc, r, "ram_mib", 1, 1024)).transpose()?.unwrap_or(16) as u64;
+        let ram_mib = t.ram_mib.as_ref().map(|r| int_in(loc, r, "ram_mib", 2, 1024)).transpose()?.unwrap_or(16) as u64;
         let pasid_mode = match &t.pasid_mode {
             Some(m) => choice(
                 loc,
@@ -786,17 +793,31 @@ impl<'b, 'a> StepReader<'b, 'a> {
         Ok(e)
     }
 
+    fn unknown_key(&self, k: &str, span: Range<usize>) -> ScenarioError {
+        self.err_at(span, format!("unknown key `{k}` (it takes: {}; any step: expect, note)", self.takes()))
+    }
+
     fn read(mut self) -> Result<Step, ScenarioError> {
         let (line, _) = self.b.loc.line_col(self.span.start);
+        // Keys the op does not take are reported before keys it misses (a
+        // misspelt key is the likelier mistake).
+        let takes: BTreeSet<&str> =
+            self.takes().split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
+        let common = ["op", "expect", "note", "vm"];
+        if let Some((k, (span, _))) =
+            self.keys.iter().find(|(k, _)| !takes.contains(k.as_str()) && !common.contains(&k.as_str()))
+        {
+            return Err(self.unknown_key(k, span.clone()));
+        }
         let op = self.op()?;
         let expect = self.expect()?;
         let expect_data = self.data("expect_data")?;
         let note = self.opt_str("note")?.map(|s| s.into_inner());
-        if let Some((k, (span, _))) = self.keys.iter().find(|(k, _)| !self.used.contains(*k)) {
-            return Err(self.err_at(
-                span.clone(),
-                format!("unknown key `{k}` (it takes: {}; any step: expect, expect_data, note)", self.takes()),
-            ));
+        if let Some((k, (span, v))) = self.keys.iter().find(|(k, _)| !self.used.contains(*k)) {
+            if k == "vm" {
+                return Err(self.err_at(v.span(), "runs on the host only; remove `vm`"));
+            }
+            return Err(self.unknown_key(k, span.clone()));
         }
         Ok(Step { line, op, expect, expect_data, note })
     }
