@@ -813,6 +813,13 @@ fn invariants_tables(out: &mut String, r: &Report) {
     out.push_str("</tbody></table>");
 }
 
+/// One chart section: heading, the chart, a note, then its table.
+fn chart_section(out: &mut String, title: &str, chart: &str, note: &str, table: impl FnOnce(&mut String)) {
+    let _ = write!(out, "<section><h2>{}</h2>{chart}<p class=\"note\">{}</p>", escape(title), escape(note));
+    table(out);
+    out.push_str("</section>");
+}
+
 fn faults_tables(out: &mut String, r: &Report) {
     let p = &r.page_requests;
     let _ = write!(
@@ -995,29 +1002,27 @@ pub fn render(r: &Report) -> String {
     }
 
     // charts
-    let _ = write!(
-        out,
-        "<section><h2>PASID bindings per device</h2>{}<p class=\"note\">One lane per device and PASID (RID: requests without a PASID). A bar starts after the step that attached it and ends after the step that removed it; column 0 is setup and the last column teardown. Hover a bar for details.</p>",
-        bindings_chart(r, cols)
+    chart_section(
+        &mut out,
+        "PASID bindings per device",
+        &bindings_chart(r, cols),
+        "One lane per device and PASID (RID: requests without a PASID). A bar starts after the step that attached it and ends after the step that removed it; column 0 is setup and the last column teardown. Hover a bar for details.",
+        |o| bindings_table(o, r),
     );
-    bindings_table(&mut out, r);
-    out.push_str("</section>");
-
-    let _ = write!(
-        out,
-        "<section><h2>DMA outcomes and faults</h2>{}<p class=\"note\">Completed and refused DMAs per step (stacked); shaded columns are steps whose expectation did not hold; diamonds mark steps with faults or unanswered page requests.</p>",
-        dma_chart(r, cols)
+    chart_section(
+        &mut out,
+        "DMA outcomes and faults",
+        &dma_chart(r, cols),
+        "Completed and refused DMAs per step (stacked); shaded columns are steps whose expectation did not hold; diamonds mark steps with faults or unanswered page requests.",
+        |o| dma_table(o, r),
     );
-    dma_table(&mut out, r);
-    out.push_str("</section>");
-
-    let _ = write!(
-        out,
-        "<section><h2>Cache hit rates</h2>{}<p class=\"note\">Lines: hit rate of all lookups up to and including each step; dots: the hit rate within a step.</p>",
-        cache_chart(r, cols)
+    chart_section(
+        &mut out,
+        "Cache hit rates",
+        &cache_chart(r, cols),
+        "Lines: hit rate of all lookups up to and including each step; dots: the hit rate within a step.",
+        |o| caches_table(o, r),
     );
-    caches_table(&mut out, r);
-    out.push_str("</section>");
 
     // tables
     out.push_str("<section><h2>Steps</h2>");
