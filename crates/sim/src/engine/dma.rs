@@ -143,7 +143,7 @@ impl Machine<'_> {
                 }
                 Err(VmError::Dma(DmaFailure::Answered(c))) => {
                     self.report.page_requests.refused += 1;
-                    Err(Machine::response_outcome(c))
+                    Err(Outcome::Response(c))
                 }
                 Err(VmError::Dma(DmaFailure::Fault)) => Err(Outcome::Fault(None, "translation refused".into())),
                 Err(e) => Err(super::ops::vm_err(e)),
@@ -187,7 +187,7 @@ impl Machine<'_> {
                         Some(ResponseCode::Success) => self.report.page_requests.success += 1,
                         Some(c) => {
                             self.report.page_requests.refused += 1;
-                            return Err(Machine::response_outcome(c));
+                            return Err(Outcome::Response(c));
                         }
                         None => {
                             self.report.page_requests.refused += 1;

@@ -422,7 +422,7 @@ pub(crate) fn show_bytes(b: &[u8]) -> String {
     }
 }
 
-/// Whether the step's context is a VM that no longer exists.
+/// The name of a step's kernel: `host` or the VM's name.
 pub(crate) fn ctx_name(sc: &Scenario, ctx: Ctx) -> String {
     match ctx {
         Ctx::Host => "host".into(),

@@ -1,7 +1,6 @@
 //! The operations of a timeline, each through the kernel's or the VMM's
 //! public interface.
 
-use iommu_format::vtd::inv_desc::ResponseCode;
 use iommu_os::frames::FrameAllocator;
 use iommu_os::iommu::{DomainKind, HandleKind, MmId};
 use iommu_os::kernel::{GpasidBindData, Kernel, FORMAT_INTEL_VTD, GPASID_BIND_ARGSZ};
@@ -239,14 +238,16 @@ impl Machine<'_> {
             Op::CpuRead { ctx, process, va, len } => {
                 let Some(mm) = self.proc_mm(*ctx, *process) else { return gone("the process") };
                 let mut buf = vec![0u8; *len];
-                let mut buf2 = vec![0u8; *len];
-                let r = self.in_kernel(
-                    *ctx,
-                    |h| h.cpu_read(mm, *va, &mut buf).map(|_| true),
-                    |g| g.cpu_read(mm, *va, &mut buf2).map(|_| false),
-                );
+                let r = match *ctx {
+                    Ctx::Host => Some(self.host.cpu_read(mm, *va, &mut buf)),
+                    Ctx::Vm(v) => self
+                        .vms
+                        .get_mut(v)
+                        .and_then(|s| s.as_mut())
+                        .map(|s| s.vm.run_guest(&mut self.host, |g| g.cpu_read(mm, *va, &mut buf))),
+                };
                 match r {
-                    Some(Ok(host)) => Outcome::Ok(String::new(), Some(if host { buf } else { buf2 })),
+                    Some(Ok(())) => Outcome::Ok(String::new(), Some(buf)),
                     Some(Err(e)) => errno(e),
                     None => gone("the VM"),
                 }
@@ -573,10 +574,6 @@ impl Machine<'_> {
             }
             Err(e) => Outcome::Failed(e.to_string()),
         }
-    }
-
-    pub(super) fn response_outcome(code: ResponseCode) -> Outcome {
-        Outcome::Response(code)
     }
 }
 
