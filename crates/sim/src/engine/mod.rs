@@ -178,15 +178,20 @@ impl std::fmt::Debug for Machine<'_> {
     }
 }
 
-/// Runs `sc` and returns its report (never panics on any scenario the
-/// parser accepted; failures are in the report).
-pub fn run(sc: &Scenario, opts: RunOptions) -> Report {
-    let mut report = Report {
+/// A report naming `sc`, with nothing run yet.
+fn empty_report(sc: &Scenario) -> Report {
+    Report {
         scenario: sc.name.clone(),
         origin: sc.origin.clone(),
         description: sc.description.clone(),
         ..Report::default()
-    };
+    }
+}
+
+/// Runs `sc` and returns its report (never panics on any scenario the
+/// parser accepted; failures are in the report).
+pub fn run(sc: &Scenario, opts: RunOptions) -> Report {
+    let mut report = empty_report(sc);
     let mut m = match Machine::build(sc, opts) {
         Ok(m) => m,
         Err(e) => {
@@ -216,12 +221,7 @@ impl<'s> Machine<'s> {
             VtdDriver::probe(unit.clone(), &*mem, &mut frames).map_err(|e| format!("VT-d driver probe: {e}"))?;
         let host = Kernel::new(Iommu::new(0, driver, mem.clone(), frames), sc.machine.policy);
         let checks = checks::Checkers::new(sc.checks);
-        let report = Report {
-            scenario: sc.name.clone(),
-            origin: sc.origin.clone(),
-            description: sc.description.clone(),
-            ..Report::default()
-        };
+        let report = empty_report(sc);
         Ok(Self {
             sc,
             mem,
