@@ -19,4 +19,5 @@
 #![forbid(unsafe_code)]
 
 pub mod bits;
+pub mod smmuv3;
 pub mod vtd;

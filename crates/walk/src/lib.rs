@@ -10,9 +10,13 @@
 //! * [`vtd`]: VT-d root/context lookup, PASID directory/table lookup, the
 //!   first-stage (x86-64 4/5-level), second-stage (3/4/5-level) and nested
 //!   walks, and the one function mapping a [`WalkFault`] to a VT-d fault
-//!   reason.
+//!   reason;
+//! * [`smmuv3`]: SMMUv3 stream-table and CD lookups with the STE/CD
+//!   validity rules, the VMSAv8-64 stage-1, stage-2 and nested walks, and
+//!   the mapping of their faults to events.
 #![forbid(unsafe_code)]
 
+pub mod smmuv3;
 pub mod stage;
 pub mod vtd;
 

@@ -70,6 +70,8 @@ enum Cmd {
 enum Model {
     /// Intel VT-d.
     Vtd,
+    /// Arm SMMUv3.
+    Smmuv3,
 }
 
 fn main() -> ExitCode {
@@ -77,7 +79,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Some(Cmd::Run { scenario, json, trace, html }) => run(scenario, json, trace, html),
         Some(Cmd::Decode { kind, hex, list, json }) => decode(kind, &hex, list, json),
-        Some(Cmd::Replay { model: Model::Vtd, file }) => replay(&file),
+        Some(Cmd::Replay { model, file }) => replay(model, &file),
         Some(Cmd::Demo) => demo(),
         None => demo().and_then(|()| run(None, false, false, None)),
     };
@@ -158,13 +160,16 @@ fn demo() -> Result<(), String> {
     writeln!(out).map_err(|e| e.to_string())
 }
 
-fn replay(file: &str) -> Result<(), String> {
+fn replay(model: Model, file: &str) -> Result<(), String> {
     let out = io::stdout().lock();
-    let n = if file == "-" {
-        iommu_sim::replay::vtd::replay_stream(io::stdin().lock(), out)
+    let input: Box<dyn io::BufRead> = if file == "-" {
+        Box::new(io::stdin().lock())
     } else {
-        let f = File::open(file).map_err(|e| format!("{file}: {e}"))?;
-        iommu_sim::replay::vtd::replay_stream(BufReader::new(f), out)
+        Box::new(BufReader::new(File::open(file).map_err(|e| format!("{file}: {e}"))?))
+    };
+    let n = match model {
+        Model::Vtd => iommu_sim::replay::vtd::replay_stream(input, out),
+        Model::Smmuv3 => iommu_sim::replay::smmuv3::replay_stream(input, out),
     }
     .map_err(|e| format!("{file}: {e}"))?;
     eprintln!("iommu-sim: replayed {n} case(s)");

@@ -12,17 +12,13 @@ use std::io::{BufRead, Write};
 
 use iommu_format::vtd::regs::offset;
 use iommu_hw::vtd::{DmaError, VtdConfig, VtdUnit};
-use iommu_types::{Iova, NullInterrupts, PagedMemory, Pasid, PhysMem, RegisterBus, SourceId, Width};
+use iommu_types::{Iova, NullInterrupts, PagedMemory, Pasid, RegisterBus, SourceId, Width};
 use serde_json::{json, Map, Value};
 
-use super::ReplayError;
+use super::{common_step, hex_bytes, hex_string, hx, num, ram_size, Ctx, Observed, ReplayError};
 
 /// Largest DMA a case may ask for (the oracle's device does 256 bytes).
 pub const MAX_DMA: u64 = 1 << 20;
-/// Largest `mem_write` / `mem_read` of one step.
-pub const MAX_MEM_STEP: usize = 16 << 20;
-/// Largest number of reads one `reg_poll` may make.
-pub const MAX_POLL_TRIES: u64 = 10_000;
 
 type Unit = VtdUnit<PagedMemory, NullInterrupts>;
 
@@ -44,66 +40,6 @@ pub fn replay_stream(input: impl BufRead, mut out: impl Write) -> Result<usize, 
         n += 1;
     }
     Ok(n)
-}
-
-struct Ctx<'a> {
-    line: usize,
-    id: &'a str,
-    step: Option<usize>,
-}
-
-impl Ctx<'_> {
-    fn err(&self, msg: impl Into<String>) -> ReplayError {
-        ReplayError::Case {
-            line: self.line,
-            id: self.id.to_string(),
-            step: self.step.map_or(String::new(), |s| format!(", step {s}")),
-            msg: msg.into(),
-        }
-    }
-}
-
-/// A number given as `"0x…"`, a decimal string, or a JSON integer.
-fn num(v: Option<&Value>) -> Option<u64> {
-    match v? {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => {
-            let s = s.trim();
-            match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-                Some(h) => u64::from_str_radix(h, 16).ok(),
-                None => s.parse().ok(),
-            }
-        }
-        _ => None,
-    }
-}
-
-fn hex_bytes(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
-fn hex_string(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn hx(v: u64) -> String {
-    format!("{v:#x}")
-}
-
-/// RAM size such as `"2G"`, `"512M"` or a byte count.
-fn ram_size(v: Option<&Value>) -> Option<u64> {
-    let Some(Value::String(s)) = v else { return num(v).or(Some(2 << 30)) };
-    let s = s.trim();
-    let (digits, mult) = match s.chars().last()? {
-        'G' | 'g' => (&s[..s.len() - 1], 1u64 << 30),
-        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
-        'K' | 'k' => (&s[..s.len() - 1], 1 << 10),
-        _ => (s, 1),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// The unit configuration for a case's QEMU properties.
@@ -135,65 +71,19 @@ pub fn replay_case(line: usize, case: &Value) -> Result<Value, ReplayError> {
     let unit: Unit = VtdUnit::new(config_for(props), PagedMemory::new(ram), NullInterrupts);
     let steps = case.get("steps").and_then(Value::as_array).ok_or_else(|| cx.err("no steps array"))?;
 
-    let mut dma: Vec<Value> = Vec::new();
-    let mut watch = Vec::new();
-    let mut reads = Vec::new();
-    let mut polls = Vec::new();
+    let mut obs = Observed::default();
     for (i, s) in steps.iter().enumerate() {
         cx.step = Some(i);
-        let op = s.get("op").and_then(Value::as_str).ok_or_else(|| cx.err("step has no op"))?;
-        match op {
-            "mem_write" => {
-                let addr = num(s.get("addr")).ok_or_else(|| cx.err("mem_write.addr"))?;
-                let data =
-                    s.get("hex").and_then(Value::as_str).and_then(hex_bytes).ok_or_else(|| cx.err("mem_write.hex"))?;
-                if data.len() > MAX_MEM_STEP {
-                    return Err(cx.err("mem_write larger than 16 MiB"));
-                }
-                unit.mem()
-                    .write(iommu_types::Hpa::new(addr), &data)
-                    .map_err(|e| cx.err(format!("mem_write outside RAM: {e}")))?;
+        if common_step(&cx, s, unit.mem(), &unit, 100, &mut obs)? {
+            continue;
+        }
+        match s.get("op").and_then(Value::as_str) {
+            Some("dma") => {
+                let d = run_dma(&cx, &unit, s)?;
+                obs.dma.push(d);
             }
-            "mem_read" => {
-                let addr = num(s.get("addr")).ok_or_else(|| cx.err("mem_read.addr"))?;
-                let size = num(s.get("size")).ok_or_else(|| cx.err("mem_read.size"))? as usize;
-                if size > MAX_MEM_STEP {
-                    return Err(cx.err("mem_read larger than 16 MiB"));
-                }
-                let mut buf = vec![0u8; size];
-                unit.mem()
-                    .read(iommu_types::Hpa::new(addr), &mut buf)
-                    .map_err(|e| cx.err(format!("mem_read outside RAM: {e}")))?;
-                watch.push(json!({"addr": s["addr"], "after_dma": dma.len() as i64 - 1, "hex": hex_string(&buf)}));
-            }
-            "reg_write" => {
-                let (off, width) = reg_target(&cx, s)?;
-                let value = num(s.get("value")).ok_or_else(|| cx.err("reg_write.value"))?;
-                RegisterBus::write(&unit, off, width, value).map_err(|e| cx.err(e.to_string()))?;
-            }
-            "reg_read" => {
-                let (off, width) = reg_target(&cx, s)?;
-                let v = RegisterBus::read(&unit, off, width).map_err(|e| cx.err(e.to_string()))?;
-                reads.push(json!({"offset": s["offset"], "value": hx(v)}));
-            }
-            "reg_poll" => {
-                let (off, width) = reg_target(&cx, s)?;
-                let mask = num(s.get("mask")).ok_or_else(|| cx.err("reg_poll.mask"))?;
-                let want = num(s.get("value")).ok_or_else(|| cx.err("reg_poll.value"))?;
-                let tries = num(s.get("tries")).unwrap_or(100).min(MAX_POLL_TRIES);
-                let mut last = 0;
-                let mut ok = false;
-                for _ in 0..tries {
-                    last = RegisterBus::read(&unit, off, width).map_err(|e| cx.err(e.to_string()))?;
-                    if last & mask == want {
-                        ok = true;
-                        break;
-                    }
-                }
-                polls.push(json!({"offset": s["offset"], "ok": ok, "last": hx(last)}));
-            }
-            "dma" => dma.push(run_dma(&cx, &unit, s)?),
-            other => return Err(cx.err(format!("unknown op {other:?}"))),
+            Some(other) => return Err(cx.err(format!("unknown op {other:?}"))),
+            None => return Err(cx.err("step has no op")),
         }
     }
     cx.step = None;
@@ -205,20 +95,10 @@ pub fn replay_case(line: usize, case: &Value) -> Result<Value, ReplayError> {
     Ok(json!({
         "id": id,
         "observed": {
-            "dma": dma, "watch": watch, "reads": reads, "polls": polls, "final": fin,
+            "dma": obs.dma, "watch": obs.watch, "reads": obs.reads, "polls": obs.polls, "final": fin,
             "cap": hx(unit.config().cap), "ecap": hx(unit.config().ecap),
         }
     }))
-}
-
-fn reg_target(cx: &Ctx<'_>, s: &Value) -> Result<(u64, Width), ReplayError> {
-    let off = num(s.get("offset")).ok_or_else(|| cx.err("register offset"))?;
-    let width = match num(s.get("width")) {
-        Some(32) => Width::W32,
-        Some(64) => Width::W64,
-        _ => return Err(cx.err("register width must be 32 or 64")),
-    };
-    Ok((off, width))
 }
 
 fn run_dma(cx: &Ctx<'_>, unit: &Unit, s: &Value) -> Result<Value, ReplayError> {

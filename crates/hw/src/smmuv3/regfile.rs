@@ -1,0 +1,321 @@
+//! The register file (SMMUv3 chapter 6): register semantics, the CR0 →
+//! CR0ACK handshake (completed at once), GBPA updates, the global error
+//! handshake (GERROR/GERRORN) and the queue registers.
+//!
+//! Writes to a queue's base, or to the index register software does not
+//! own, take effect only while that queue is disabled; STRTAB_BASE and
+//! STRTAB_BASE_CFG only while SMMUEN = 0 (§6.3.23, §6.3.24: other writes
+//! are CONSTRAINED UNPREDICTABLE, and this model ignores them). Reserved
+//! offsets read as zero and ignore writes; ID registers are read-only.
+
+use std::sync::atomic::Ordering;
+
+use iommu_format::smmuv3::regs::offset as o;
+use iommu_types::{BusError, InterruptSink, PhysMem, RegisterBus, Width};
+
+use super::Smmu;
+
+/// Size of the MMIO window: register pages 0 and 1 (§6.1).
+pub const REGISTER_WINDOW: u64 = 0x2_0000;
+
+/// CR0 bits (§6.3.9).
+pub(super) mod cr0 {
+    pub const SMMUEN: u32 = 1 << 0;
+    pub const PRIQEN: u32 = 1 << 1;
+    pub const EVENTQEN: u32 = 1 << 2;
+    pub const CMDQEN: u32 = 1 << 3;
+    pub const ATSCHK: u32 = 1 << 4;
+    pub const VMW: u32 = 7 << 6;
+    pub const WRITABLE: u32 = SMMUEN | PRIQEN | EVENTQEN | CMDQEN | ATSCHK | VMW;
+}
+
+/// GERROR/GERRORN bits (§6.3.15, §6.3.16).
+pub(super) mod gerror {
+    pub const CMDQ_ERR: u32 = 1 << 0;
+    pub const EVENTQ_ABT_ERR: u32 = 1 << 2;
+    pub const PRIQ_ABT_ERR: u32 = 1 << 3;
+    pub const MSI_CMDQ_ABT_ERR: u32 = 1 << 4;
+    pub const MSI_EVENTQ_ABT_ERR: u32 = 1 << 5;
+    pub const MSI_PRIQ_ABT_ERR: u32 = 1 << 6;
+    pub const MSI_GERROR_ABT_ERR: u32 = 1 << 7;
+    pub const SFM_ERR: u32 = 1 << 8;
+    pub const ALL: u32 = CMDQ_ERR
+        | EVENTQ_ABT_ERR
+        | PRIQ_ABT_ERR
+        | MSI_CMDQ_ABT_ERR
+        | MSI_EVENTQ_ABT_ERR
+        | MSI_PRIQ_ABT_ERR
+        | MSI_GERROR_ABT_ERR
+        | SFM_ERR;
+}
+
+/// EVENTQ_PROD.OVFLG / EVENTQ_CONS.OVACKFLG (and the PRI queue's), bit 31.
+pub(super) const OVFLG: u32 = 1 << 31;
+/// CMDQ_CONS.ERR, bits 30:24.
+pub(super) const CONS_ERR_MASK: u32 = 0x7F << 24;
+/// GBPA.UPDATE (bit 31) and ABORT (bit 20); the other fields (§6.3.14).
+const GBPA_UPDATE: u32 = 1 << 31;
+const GBPA_ABORT: u32 = 1 << 20;
+const GBPA_FIELDS: u32 = 0x0F | 1 << 4 | 0xF << 8 | 3 << 12 | 3 << 16 | 3 << 18 | GBPA_ABORT;
+/// Reset value of GBPA: SHCFG = 0b01 (use incoming), bypass (§6.3.14).
+const GBPA_RESET: u32 = 1 << 12;
+
+/// One queue's registers (§6.3.25–§6.3.30, §6.3.33–§6.3.37).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Queue {
+    /// Q_BASE: RA/WA hint bit 62, ADDR 51:5, LOG2SIZE 4:0.
+    pub base: u64,
+    pub prod: u32,
+    pub cons: u32,
+    /// IRQ_CFG0 (MSI address), CFG1 (data), CFG2 (attributes).
+    pub irq_cfg: (u64, u32, u32),
+}
+
+impl Queue {
+    const BASE_MASK: u64 = 1 << 62 | 0x000F_FFFF_FFFF_FFE0 | 0x1F;
+
+    /// LOG2SIZE, capped to the implementation's maximum.
+    pub fn log2(&self, max: u32) -> u32 {
+        ((self.base & 0x1F) as u32).min(max)
+    }
+
+    /// Base address, aligned to the queue size (at least 32 bytes).
+    pub fn addr(&self, entry: u64, log2: u32) -> u64 {
+        let size = (entry << log2).max(32);
+        self.base & 0x000F_FFFF_FFFF_FFE0 & !(size - 1)
+    }
+
+    fn index_mask(&self, max: u32) -> u32 {
+        (2u32 << self.log2(max)) - 1
+    }
+}
+
+/// Register state behind the register-file lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Regs {
+    pub cr0: u32,
+    pub cr1: u32,
+    pub cr2: u32,
+    pub gbpa: u32,
+    pub irq_ctrl: u32,
+    pub gerror: u32,
+    pub gerrorn: u32,
+    pub gerror_irq_cfg: (u64, u32, u32),
+    pub strtab_base: u64,
+    pub strtab_base_cfg: u32,
+    pub cmdq: Queue,
+    pub eventq: Queue,
+    pub priq: Queue,
+}
+
+impl Regs {
+    pub(super) const fn reset() -> Self {
+        const Q: Queue = Queue { base: 0, prod: 0, cons: 0, irq_cfg: (0, 0, 0) };
+        Self {
+            cr0: 0,
+            cr1: 0,
+            cr2: 0,
+            gbpa: GBPA_RESET,
+            irq_ctrl: 0,
+            gerror: 0,
+            gerrorn: 0,
+            gerror_irq_cfg: (0, 0, 0),
+            strtab_base: 0,
+            strtab_base_cfg: 0,
+            cmdq: Q,
+            eventq: Q,
+            priq: Q,
+        }
+    }
+
+    pub fn eventq_enabled(&self) -> bool {
+        self.cr0 & cr0::EVENTQEN != 0
+    }
+
+    pub fn cmdq_enabled(&self) -> bool {
+        self.cr0 & cr0::CMDQEN != 0
+    }
+
+    /// Whether global error `bit` is active (GERROR differs from GERRORN).
+    pub fn gerror_active(&self, bit: u32) -> bool {
+        (self.gerror ^ self.gerrorn) & bit != 0
+    }
+
+    /// Activates global error `bit` unless it already is (§7.5).
+    pub fn activate_gerror(&mut self, bit: u32) {
+        if !self.gerror_active(bit) {
+            self.gerror ^= bit;
+        }
+    }
+}
+
+fn check(off: u64, width: Width) -> Result<(), BusError> {
+    if off % width.bytes() != 0 {
+        return Err(BusError::Misaligned { offset: off, width });
+    }
+    if off.checked_add(width.bytes()).is_none_or(|end| end > REGISTER_WINDOW) {
+        return Err(BusError::OutOfRange(off));
+    }
+    Ok(())
+}
+
+/// 64-bit registers (the rest are 32-bit).
+fn is_64(off: u64) -> bool {
+    matches!(
+        off,
+        o::GERROR_IRQ_CFG0
+            | o::STRTAB_BASE
+            | o::CMDQ_BASE
+            | o::EVENTQ_BASE
+            | o::EVENTQ_IRQ_CFG0
+            | o::PRIQ_BASE
+            | o::PRIQ_IRQ_CFG0
+    )
+}
+
+impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
+    fn read_reg(&self, r: &Regs, off: u64) -> u64 {
+        let c = &self.config;
+        match off {
+            o::IDR0 => c.idr[0] as u64,
+            o::IDR1 => c.idr[1] as u64,
+            o::IDR2 => c.idr[2] as u64,
+            o::IDR3 => c.idr[3] as u64,
+            o::IDR4 => c.idr[4] as u64,
+            o::IDR5 => c.idr[5] as u64,
+            o::IIDR => c.iidr as u64,
+            o::AIDR => c.aidr as u64,
+            // The CR0 handshake completes at once: CR0ACK mirrors CR0.
+            o::CR0 | o::CR0ACK => r.cr0 as u64,
+            o::CR1 => r.cr1 as u64,
+            o::CR2 => r.cr2 as u64,
+            o::GBPA => r.gbpa as u64,
+            o::IRQ_CTRL | o::IRQ_CTRLACK => r.irq_ctrl as u64,
+            o::GERROR => r.gerror as u64,
+            o::GERRORN => r.gerrorn as u64,
+            o::GERROR_IRQ_CFG0 => r.gerror_irq_cfg.0,
+            o::GERROR_IRQ_CFG1 => r.gerror_irq_cfg.1 as u64,
+            o::GERROR_IRQ_CFG2 => r.gerror_irq_cfg.2 as u64,
+            o::STRTAB_BASE => r.strtab_base,
+            o::STRTAB_BASE_CFG => r.strtab_base_cfg as u64,
+            o::CMDQ_BASE => r.cmdq.base,
+            o::CMDQ_PROD => r.cmdq.prod as u64,
+            o::CMDQ_CONS => r.cmdq.cons as u64,
+            o::EVENTQ_BASE => r.eventq.base,
+            o::EVENTQ_PROD => r.eventq.prod as u64,
+            o::EVENTQ_CONS => r.eventq.cons as u64,
+            o::EVENTQ_IRQ_CFG0 => r.eventq.irq_cfg.0,
+            o::EVENTQ_IRQ_CFG1 => r.eventq.irq_cfg.1 as u64,
+            o::EVENTQ_IRQ_CFG2 => r.eventq.irq_cfg.2 as u64,
+            o::PRIQ_BASE => r.priq.base,
+            o::PRIQ_PROD => r.priq.prod as u64,
+            o::PRIQ_CONS => r.priq.cons as u64,
+            o::PRIQ_IRQ_CFG0 => r.priq.irq_cfg.0,
+            o::PRIQ_IRQ_CFG1 => r.priq.irq_cfg.1 as u64,
+            o::PRIQ_IRQ_CFG2 => r.priq.irq_cfg.2 as u64,
+            _ => 0,
+        }
+    }
+
+    fn write_reg(&self, r: &mut Regs, off: u64, v: u64) {
+        let v32 = v as u32;
+        let smmuen = r.cr0 & cr0::SMMUEN != 0;
+        let c = self.config;
+        let msi_addr = |v: u64| v & 0x000F_FFFF_FFFF_FFFC;
+        match off {
+            o::CR0 => {
+                r.cr0 = v32 & cr0::WRITABLE;
+                self.process_cmdq(r);
+            }
+            o::CR1 if !smmuen => r.cr1 = v32 & 0x3F,
+            o::CR2 if !smmuen => r.cr2 = v32 & 7,
+            o::GBPA if v32 & GBPA_UPDATE != 0 => r.gbpa = v32 & GBPA_FIELDS,
+            o::IRQ_CTRL => r.irq_ctrl = v32 & 7,
+            o::GERRORN => {
+                r.gerrorn = v32 & gerror::ALL;
+                self.process_cmdq(r);
+            }
+            o::GERROR_IRQ_CFG0 => r.gerror_irq_cfg.0 = msi_addr(v),
+            o::GERROR_IRQ_CFG1 => r.gerror_irq_cfg.1 = v32,
+            o::GERROR_IRQ_CFG2 => r.gerror_irq_cfg.2 = v32 & 0x3F,
+            o::STRTAB_BASE if !smmuen => r.strtab_base = v & (1 << 62 | 0x000F_FFFF_FFFF_FFC0),
+            o::STRTAB_BASE_CFG if !smmuen => r.strtab_base_cfg = v32 & (3 << 16 | 0x1F << 6 | 0x3F),
+            o::CMDQ_BASE if !r.cmdq_enabled() => r.cmdq.base = v & Queue::BASE_MASK,
+            o::CMDQ_PROD => {
+                r.cmdq.prod = v32 & r.cmdq.index_mask(c.cmdq_max());
+                self.process_cmdq(r);
+            }
+            o::CMDQ_CONS if !r.cmdq_enabled() => r.cmdq.cons = v32 & (CONS_ERR_MASK | r.cmdq.index_mask(c.cmdq_max())),
+            o::EVENTQ_BASE if !r.eventq_enabled() => r.eventq.base = v & Queue::BASE_MASK,
+            o::EVENTQ_PROD if !r.eventq_enabled() => {
+                r.eventq.prod = v32 & (OVFLG | r.eventq.index_mask(c.eventq_max()));
+            }
+            o::EVENTQ_CONS => r.eventq.cons = v32 & (OVFLG | r.eventq.index_mask(c.eventq_max())),
+            o::EVENTQ_IRQ_CFG0 => r.eventq.irq_cfg.0 = msi_addr(v),
+            o::EVENTQ_IRQ_CFG1 => r.eventq.irq_cfg.1 = v32,
+            o::EVENTQ_IRQ_CFG2 => r.eventq.irq_cfg.2 = v32 & 0x3F,
+            o::PRIQ_BASE if r.cr0 & cr0::PRIQEN == 0 => r.priq.base = v & Queue::BASE_MASK,
+            o::PRIQ_PROD if r.cr0 & cr0::PRIQEN == 0 => {
+                r.priq.prod = v32 & (OVFLG | r.priq.index_mask(c.priq_max()));
+            }
+            o::PRIQ_CONS => r.priq.cons = v32 & (OVFLG | r.priq.index_mask(c.priq_max())),
+            o::PRIQ_IRQ_CFG0 => r.priq.irq_cfg.0 = msi_addr(v),
+            o::PRIQ_IRQ_CFG1 => r.priq.irq_cfg.1 = v32,
+            o::PRIQ_IRQ_CFG2 => r.priq.irq_cfg.2 = v32 & 0x3F,
+            _ => {}
+        }
+        self.publish(r);
+    }
+
+    /// Publishes what `translate` reads to the atomics.
+    fn publish(&self, r: &Regs) {
+        let w = (r.cr0 & cr0::SMMUEN != 0) as u64
+            | ((r.gbpa & GBPA_ABORT != 0) as u64) << 1
+            | ((r.cr2 & 2 != 0) as u64) << 2
+            | (r.strtab_base_cfg as u64) << 16;
+        self.strtab_base.store(r.strtab_base & 0x000F_FFFF_FFFF_FFC0, Ordering::Release);
+        self.ctl_word.store(w, Ordering::Release);
+    }
+}
+
+impl<M: PhysMem, I: InterruptSink> RegisterBus for Smmu<M, I> {
+    /// 32-bit accesses may address either half of a 64-bit register; 64-bit
+    /// accesses must address a 64-bit register or a pair of 32-bit ones.
+    fn read(&self, off: u64, width: Width) -> Result<u64, BusError> {
+        check(off, width)?;
+        let r = self.regs();
+        let dword = |d: u64| -> u64 {
+            if is_64(d & !7) && d % 8 == 4 {
+                self.read_reg(&r, d - 4) >> 32
+            } else {
+                self.read_reg(&r, d) & 0xFFFF_FFFF
+            }
+        };
+        Ok(match width {
+            Width::W32 => dword(off),
+            Width::W64 if is_64(off) => self.read_reg(&r, off),
+            Width::W64 => dword(off) | dword(off + 4) << 32,
+        })
+    }
+
+    fn write(&self, off: u64, width: Width, value: u64) -> Result<(), BusError> {
+        check(off, width)?;
+        let mut r = self.regs();
+        let value = value & width.mask();
+        match width {
+            Width::W64 if is_64(off) => self.write_reg(&mut r, off, value),
+            Width::W64 => {
+                self.write_reg(&mut r, off, value & 0xFFFF_FFFF);
+                self.write_reg(&mut r, off + 4, value >> 32);
+            }
+            Width::W32 if is_64(off & !7) => {
+                let base = off & !7;
+                let old = self.read_reg(&r, base);
+                let new = if off % 8 == 0 { (old & !0xFFFF_FFFF) | value } else { (old & 0xFFFF_FFFF) | value << 32 };
+                self.write_reg(&mut r, base, new);
+            }
+            Width::W32 => self.write_reg(&mut r, off, value),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,393 @@
+//! The translation path (SMMUv3 §3.3 configuration lookup, §3.4
+//! translation, §3.5 fault recording): configuration caches → TLB → on a
+//! miss the lookups and walks of `iommu-walk` → fill; faults become event
+//! records.
+//!
+//! Recording rules (§3.12, §5.2 S2R, §5.4 R): stage-1 translation-class
+//! faults (F_TRANSLATION, F_ADDR_SIZE, F_ACCESS, F_PERMISSION) are recorded
+//! only when CD.R is set, stage-2 ones only when STE.S2R is set;
+//! C_BAD_STREAMID only when CR2.RECINVSID is set; STE.Config = abort and
+//! GBPA.ABORT terminate silently; everything else is always recorded. A
+//! terminated transaction writes nothing and reads nothing.
+
+use iommu_cache::{mix, CacheKey};
+use iommu_format::smmuv3::desc::Granule;
+use iommu_format::smmuv3::event::{Event, FaultClass};
+use iommu_format::smmuv3::ste::SteConfig;
+use iommu_types::{Access, PhysMem, StreamId, SubstreamId};
+use iommu_walk::smmuv3::cd::{self, CdFault, CdLookup};
+use iommu_walk::smmuv3::config::{decode_cd, decode_ste, S2Cfg};
+use iommu_walk::smmuv3::page::{s1_walk, s2_walk, select_half};
+use iommu_walk::smmuv3::reason::{config_fault_event, trans_fault_event, Txn};
+use iommu_walk::smmuv3::strtab::{fetch_ste, ste_address, StrtabCfg};
+use iommu_walk::smmuv3::{CdCfg, ConfigFault, Perms, StreamCfg, TransFault, TransFaultKind};
+
+use super::Smmu;
+use iommu_types::InterruptSink;
+
+/// One transaction presented to the SMMU (never crossing a 4 KiB page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Request {
+    /// StreamID.
+    pub sid: StreamId,
+    /// SubstreamID (PCIe PASID), if the transaction carries one.
+    pub ssid: Option<SubstreamId>,
+    /// Input address.
+    pub addr: u64,
+    /// What it does.
+    pub access: Access,
+}
+
+/// A successful translation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Translated {
+    /// Output physical address.
+    pub pa: u64,
+    /// Served from the TLB.
+    pub tlb_hit: bool,
+}
+
+/// A terminated transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Terminated {
+    /// The event the fault produced, if it is one that produces a record
+    /// (recorded or suppressed).
+    pub event: Option<Event>,
+    /// Whether the event was written to the event queue.
+    pub recorded: bool,
+}
+
+/// Which kind of translation a TLB entry caches (SMMUv3 §16.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum TlbKind {
+    /// Stage 1 only (tagged VMID, ASID unless global).
+    S1,
+    /// Stage 2 only (tagged VMID, input is an IPA).
+    S2,
+    /// Combined stage 1 + stage 2 (tagged VMID, ASID unless global).
+    Nested,
+}
+
+/// ASID tag of a global (nG = 0) or stage-2 entry.
+pub(crate) const NO_ASID: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TlbKey {
+    pub kind: TlbKind,
+    pub vmid: u16,
+    pub asid: u32,
+    /// Input address bits 55:shift (stage 1) or 63:shift (stage 2).
+    pub page: u64,
+    pub shift: u8,
+}
+
+impl CacheKey for TlbKey {
+    fn set_hash(&self) -> u64 {
+        mix(self.page ^ (self.vmid as u64) << 40 ^ (self.asid as u64) << 20 ^ (self.shift as u64) << 58)
+    }
+}
+
+/// A cached translation with each stage's permissions, so that a hit is
+/// checked exactly as a walk would be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TlbEntry {
+    /// Output PA of the entry's base.
+    pub out: u64,
+    /// IPA of the entry's base (stage-2 and nested entries).
+    pub ipa: u64,
+    /// Stage-1 permissions (all for stage-2 entries).
+    pub s1: Perms,
+    /// Stage-2 permissions (all for stage-1 entries).
+    pub s2: Perms,
+    /// Record stage-2 faults found on a hit (STE.S2R when filled).
+    pub s2_record: bool,
+    /// Record stage-1 faults found on a hit (CD.R when filled).
+    pub s1_record: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct SidKey(pub u32);
+
+impl CacheKey for SidKey {
+    fn set_hash(&self) -> u64 {
+        mix(self.0 as u64)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CdKey {
+    pub sid: u32,
+    pub ssid: u32,
+}
+
+impl CacheKey for CdKey {
+    fn set_hash(&self) -> u64 {
+        // All CDs of a stream share a set hash component so CFGI_CD_ALL
+        // can be served by a scan; the SSID spreads them over sets.
+        mix((self.sid as u64) << 20 | self.ssid as u64)
+    }
+}
+
+/// Input bits kept in a stage-1 TLB tag: VA[55:0] (the top byte is
+/// either ignored or checked equal to VA[55] before any lookup).
+const VA_TAG_MASK: u64 = (1 << 56) - 1;
+
+/// Leaf sizes a granule can produce (pages, then the blocks it allows).
+fn leaf_shifts(g: Granule, out: &mut [u8; 6], n: &mut usize) {
+    for level in [3u8, 2, 1] {
+        if level == 3 || g.block_allowed(level) {
+            let s = g.level_shift(level) as u8;
+            if !out[..*n].contains(&s) {
+                out[*n] = s;
+                *n += 1;
+            }
+        }
+    }
+}
+
+enum Fail {
+    Config(ConfigFault),
+    Trans(TransFault, bool),
+}
+
+impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
+    /// Translates one transaction, recording an event on a fault.
+    ///
+    /// # Errors
+    /// [`Terminated`] when the transaction is aborted.
+    pub fn translate(&self, req: &Request) -> Result<Translated, Terminated> {
+        let ctl = self.ctl();
+        if !ctl.smmuen {
+            // SMMU disabled: GBPA decides (§6.3.14).
+            return if ctl.gbpa_abort {
+                Err(Terminated { event: None, recorded: false })
+            } else {
+                Ok(Translated { pa: req.addr, tlb_hit: false })
+            };
+        }
+        let txn = |access: Access| Txn {
+            sid: req.sid,
+            ssid: req.ssid,
+            addr: req.addr,
+            read: !access.write,
+            privileged: access.privileged,
+            instruction: access.exec,
+        };
+        let mut access = req.access;
+        let r = self.stream(req.sid, &ctl).and_then(|s| {
+            if let Some(p) = s.priv_override {
+                access.privileged = p;
+            }
+            if let Some(x) = s.inst_override {
+                access.exec = x;
+            }
+            self.translate_stream(&s, req, access)
+        });
+        match r {
+            Ok(t) => Ok(t),
+            Err(Fail::Config(f)) => {
+                let ev = config_fault_event(f, &txn(access));
+                let record = ev.is_some() && (f != ConfigFault::BadStreamId || ctl.recinvsid);
+                let recorded = record && ev.is_some_and(|e| self.record_event(&e));
+                Err(Terminated { event: ev, recorded })
+            }
+            Err(Fail::Trans(f, record)) => {
+                let e = trans_fault_event(&f, &txn(access));
+                let recorded = record && self.record_event(&e);
+                Err(Terminated { event: Some(e), recorded })
+            }
+        }
+    }
+
+    /// The stream's configuration, from the STE cache or the stream table.
+    fn stream(&self, sid: StreamId, ctl: &super::Ctl) -> Result<StreamCfg, Fail> {
+        if let Some(s) = self.ste_cache.lookup(&SidKey(sid.0)) {
+            return Ok(s);
+        }
+        let f = self.features;
+        let t = StrtabCfg::decode(ctl.strtab_base, ctl.strtab_cfg, f.sid_bits, f.st2l);
+        let mut refs = 0;
+        let addr = ste_address(&self.mem, &t, sid, &mut refs).map_err(Fail::Config)?;
+        let ste = fetch_ste(&self.mem, addr, &mut refs).map_err(Fail::Config)?;
+        let s = decode_ste(&ste, &f).map_err(Fail::Config)?;
+        self.ste_cache.fill(SidKey(sid.0), 0, None, s);
+        Ok(s)
+    }
+
+    /// The CD a transaction uses, from the CD cache or the CD table.
+    fn context(&self, s: &StreamCfg, req: &Request) -> Result<Option<CdCfg>, Fail> {
+        let Some(s1) = s.s1 else { return Ok(None) };
+        // The cache is keyed by the CD index the transaction resolves to.
+        let index = match req.ssid {
+            Some(x) if s1.cdmax != 0 => Some(x.raw()),
+            None if s1.cdmax == 0 => Some(0),
+            _ => None,
+        };
+        if let Some(i) = index {
+            if let Some(c) = self.cd_cache.lookup(&CdKey { sid: req.sid.0, ssid: i }) {
+                return Ok(Some(c));
+            }
+        }
+        let mut refs = 0;
+        match cd::lookup(&self.mem, &s1, s.s2.as_ref(), req.ssid, &mut refs) {
+            Ok(CdLookup::Bypass) => Ok(None),
+            Ok(CdLookup::Cd { cd, ssid, .. }) => {
+                let c = decode_cd(&cd, &self.features).map_err(Fail::Config)?;
+                self.cd_cache.fill(CdKey { sid: req.sid.0, ssid }, 0, None, c);
+                Ok(Some(c))
+            }
+            Err(CdFault::Config(f)) => Err(Fail::Config(f)),
+            Err(CdFault::Stage2(f)) => Err(Fail::Trans(f, s.s2.is_some_and(|s2| s2.record))),
+        }
+    }
+
+    fn translate_stream(&self, s: &StreamCfg, req: &Request, access: Access) -> Result<Translated, Fail> {
+        let f = self.features;
+        let s1_addr_size = || Fail::Trans(TransFault::s1(TransFaultKind::AddrSize), true);
+        match s.config {
+            SteConfig::Abort => Err(Fail::Config(ConfigFault::SteAbort)),
+            SteConfig::Bypass => {
+                // Both stages bypassed: the input must fit the OAS (§3.4.3).
+                if req.addr >> f.oas_bits != 0 {
+                    return Err(s1_addr_size());
+                }
+                Ok(Translated { pa: req.addr, tlb_hit: false })
+            }
+            SteConfig::S2 => {
+                // Stage 1 bypassed: an input beyond the IAS is a stage-1
+                // address size fault (§3.4.3), recorded without a CD.R.
+                if req.addr >> f.ias_bits() != 0 {
+                    return Err(s1_addr_size());
+                }
+                self.stage2_only(s, req.addr, access)
+            }
+            SteConfig::S1 | SteConfig::Nested => match self.context(s, req)? {
+                None => {
+                    // S1DSS bypass for an untagged transaction.
+                    if req.addr >> f.ias_bits() != 0 {
+                        return Err(s1_addr_size());
+                    }
+                    if s.s2.is_some() {
+                        self.stage2_only(s, req.addr, access)
+                    } else {
+                        Ok(Translated { pa: req.addr, tlb_hit: false })
+                    }
+                }
+                Some(cd) => self.stage1(s, &cd, req.addr, access),
+            },
+        }
+    }
+
+    fn stage2_only(&self, s: &StreamCfg, ipa: u64, access: Access) -> Result<Translated, Fail> {
+        let Some(s2) = s.s2.as_ref() else {
+            return Ok(Translated { pa: ipa, tlb_hit: false });
+        };
+        let mut shifts = [0u8; 6];
+        let mut n = 0;
+        leaf_shifts(s2.tables.granule, &mut shifts, &mut n);
+        for &shift in &shifts[..n] {
+            let key = TlbKey { kind: TlbKind::S2, vmid: s.vmid, asid: NO_ASID, page: ipa >> shift, shift };
+            if let Some(e) = self.tlb.lookup(&key) {
+                if !e.s2.allows(access) {
+                    let f = TransFault::s2(TransFaultKind::Permission, FaultClass::In, ipa);
+                    return Err(Fail::Trans(f, e.s2_record));
+                }
+                return Ok(Translated { pa: e.out | (ipa & ((1u64 << shift) - 1)), tlb_hit: true });
+            }
+        }
+        let mut refs = 0;
+        let o =
+            s2_walk(&self.mem, s2, ipa, FaultClass::In, &mut refs).map_err(|f| Fail::Trans(f, s2_records(s2, &f)))?;
+        let shift = o.shift as u8;
+        let key = TlbKey { kind: TlbKind::S2, vmid: s.vmid, asid: NO_ASID, page: ipa >> shift, shift };
+        let entry = TlbEntry {
+            out: o.pa,
+            ipa: ipa & !((1u64 << shift) - 1),
+            s1: Perms::ALL,
+            s2: o.perms,
+            s2_record: s2.record,
+            s1_record: true,
+        };
+        self.tlb.fill(key, s.vmid, None, entry);
+        if !o.perms.allows(access) {
+            let f = TransFault::s2(TransFaultKind::Permission, FaultClass::In, ipa);
+            return Err(Fail::Trans(f, s2.record));
+        }
+        Ok(Translated { pa: o.pa | (ipa & ((1u64 << shift) - 1)), tlb_hit: false })
+    }
+
+    fn stage1(&self, s: &StreamCfg, cd: &CdCfg, va: u64, access: Access) -> Result<Translated, Fail> {
+        let (half, t) = select_half(cd, va).map_err(|f| Fail::Trans(f, cd.record))?;
+        let tag = va & VA_TAG_MASK;
+        let kind = if s.s2.is_some() { TlbKind::Nested } else { TlbKind::S1 };
+        let mut shifts = [0u8; 6];
+        let mut n = 0;
+        leaf_shifts(t.granule, &mut shifts, &mut n);
+        if let Some(s2) = &s.s2 {
+            leaf_shifts(s2.tables.granule, &mut shifts, &mut n);
+        }
+        for &shift in &shifts[..n] {
+            for asid in [cd.asid as u32, NO_ASID] {
+                let key = TlbKey { kind, vmid: s.vmid, asid, page: tag >> shift, shift };
+                if let Some(e) = self.tlb.lookup(&key) {
+                    return check_entry(&e, access, va, shift).map(|pa| Translated { pa, tlb_hit: true });
+                }
+            }
+        }
+        let mut refs = 0;
+        let o1 = s1_walk(&self.mem, cd, half, &t, va, s.s2.as_ref(), &mut refs).map_err(|f| {
+            let rec = if f.s2 { s.s2.as_ref().is_some_and(|s2| s2_records(s2, &f)) } else { s1_records(cd, &f) };
+            Fail::Trans(f, rec)
+        })?;
+        let ipa = o1.oa | (va & ((1u64 << o1.shift) - 1));
+        let (out_base, shift, s2p, s2_record) = match &s.s2 {
+            None => (o1.oa, o1.shift, Perms::ALL, true),
+            Some(s2) => {
+                let o2 = s2_walk(&self.mem, s2, ipa, FaultClass::In, &mut refs)
+                    .map_err(|f| Fail::Trans(f, s2_records(s2, &f)))?;
+                let shift = o1.shift.min(o2.shift);
+                let pa = o2.pa | (ipa & ((1u64 << o2.shift) - 1));
+                (pa & !((1u64 << shift) - 1), o2.shift.min(o1.shift), o2.perms, s2.record)
+            }
+        };
+        let entry = TlbEntry {
+            out: out_base,
+            ipa: ipa & !((1u64 << shift) - 1),
+            s1: o1.perms,
+            s2: s2p,
+            s2_record,
+            s1_record: cd.record,
+        };
+        let asid = if o1.global { NO_ASID } else { cd.asid as u32 };
+        let space = (!o1.global).then_some(cd.asid as u32);
+        self.tlb.fill(
+            TlbKey { kind, vmid: s.vmid, asid, page: tag >> shift, shift: shift as u8 },
+            s.vmid,
+            space,
+            entry,
+        );
+        check_entry(&entry, access, va, shift as u8).map(|pa| Translated { pa, tlb_hit: false })
+    }
+}
+
+fn s1_records(cd: &CdCfg, f: &TransFault) -> bool {
+    f.kind == TransFaultKind::WalkEabt || cd.record
+}
+
+fn s2_records(s2: &S2Cfg, f: &TransFault) -> bool {
+    f.kind == TransFaultKind::WalkEabt || s2.record
+}
+
+/// Checks a (cached or just-walked) entry: stage-1 permissions first, then
+/// stage 2's, exactly as a walk orders them.
+fn check_entry(e: &TlbEntry, access: Access, va: u64, shift: u8) -> Result<u64, Fail> {
+    let off = va & ((1u64 << shift) - 1);
+    if !e.s1.allows(access) {
+        return Err(Fail::Trans(TransFault::s1(TransFaultKind::Permission), e.s1_record));
+    }
+    if !e.s2.allows(access) {
+        let f = TransFault::s2(TransFaultKind::Permission, FaultClass::In, e.ipa | off);
+        return Err(Fail::Trans(f, e.s2_record));
+    }
+    Ok(e.out | off)
+}
