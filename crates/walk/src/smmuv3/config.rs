@@ -191,8 +191,8 @@ pub fn s2_geometry(tg: u64, t0sz: u64, sl0: u64, f: &Features) -> Option<(Granul
         (Granule::G4K, 2) => 0,
         (Granule::G16K | Granule::G64K, 0) => 3,
         (Granule::G16K | Granule::G64K, 1) => 2,
-        (Granule::G16K, 2) => 1,
-        // 64K level 1 needs 52-bit inputs; SL0 = 0b11 is reserved here.
+        (Granule::G16K | Granule::G64K, 2) => 1,
+        // SL0 = 0b11 is reserved without the 52-bit and TTST extensions.
         _ => return None,
     };
     let rb = input.checked_sub(g.level_shift(start)).filter(|rb| *rb >= 1)?;
