@@ -7,13 +7,13 @@
 //! GERROR.CMDQ_ERR; software fixes the queue and acknowledges through
 //! GERRORN, which restarts consumption.
 
-use iommu_format::smmuv3::cmd::{Command, SyncCompletion, TlbiRange};
+use iommu_format::smmuv3::cmd::{Command, ResumeAction, SyncCompletion, TlbiRange};
 use iommu_format::smmuv3::regs::CmdqError;
 use iommu_types::{Hpa, InterruptSink, Msi, PhysMem};
 
 use super::regfile::{gerror, Regs, CONS_ERR_MASK};
 use super::translate::{TlbKey, TlbKind, NO_ASID};
-use super::Smmu;
+use super::{PrgResponse, Smmu};
 
 /// Whether a TLB entry's input range meets an invalidation's range.
 fn overlaps(key: &TlbKey, r: &TlbiRange, va: bool) -> bool {
@@ -147,7 +147,12 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             | Command::TlbiEl2Vaa { .. }
             | Command::TlbiEl3All
             | Command::TlbiEl3Va { .. } => {}
-            Command::AtcInv { .. } | Command::PriResp { .. } | Command::Resume { .. } | Command::StallTerm { .. } => {}
+            Command::AtcInv { sid, ssid, global, addr, size } => self.atc_invalidate(sid, ssid, global, addr, size),
+            Command::PriResp { sid, ssid, grpid, resp } => {
+                self.deliver(PrgResponse { sid, ssid, grpid, resp, automatic: false })
+            }
+            Command::Resume { sid, stag, action } => self.resume(sid, stag, action == ResumeAction::Retry),
+            Command::StallTerm { sid } => self.stall_term(sid),
             Command::Sync { cs, msi_addr, msi_data, .. } => {
                 if cs == SyncCompletion::SigIrq && msi_addr != 0 && self.config.msi() {
                     self.irq.raise(Msi { addr: msi_addr, data: msi_data });

@@ -98,7 +98,8 @@ impl SmmuConfig {
             | idr0::ST_2LVL;
         // SIDSIZE 16, SSIDSIZE 20, PRIQS 8, EVENTQS 19, CMDQS 19.
         let i1 = 16 | 20 << 6 | 8 << 11 | 19 << 16 | 19 << 21;
-        Self { idr: [i0, i1, 0, 0x1414, 0, 0x75], iidr: 0x0000_043B, aidr: 1, tlb: (64, 8), cfg_cache: (64, 4) }
+        // IDR3: HAD, PPS (overflow auto-responses keep the PASID), XNX, RIL, BBML 2.
+        Self { idr: [i0, i1, 0, 0x1434, 0, 0x75], iidr: 0x0000_043B, aidr: 1, tlb: (64, 8), cfg_cache: (64, 4) }
     }
 
     /// The same configuration with `ssid_bits` SubstreamID bits (0–20).

@@ -4,9 +4,11 @@
 //!  MMIO (RegisterBus) ──▶ regfile ──▶ CR0/CR0ACK, GBPA, GERROR/GERRORN,
 //!                          │          STRTAB_BASE(_CFG), queue registers
 //!                          ├─▶ cmdq: commands → config caches, TLB, ATC, PRI
+//!                          │         responses, stall resumption
 //!  device transaction ──▶ translate: STE cache → CD cache → TLB
 //!                          │   miss: lookups and walks (iommu-walk) → fill
-//!                          └── fault: event_log (event queue in memory)
+//!                          └── fault: event_log (event queue in memory), stall
+//!  ATS endpoint ──▶ ats: translation requests, ATC   PRI ──▶ page_req: PRI queue
 //! ```
 //!
 //! Locking: what `translate` needs from the registers (SMMUEN, GBPA.ABORT,
@@ -14,12 +16,16 @@
 //! at a time; the register file, with the queues, sits behind one mutex
 //! that only MMIO accesses and event recording take.
 
+mod ats;
 mod cmdq;
 pub mod config;
 mod event_log;
+mod page_req;
 mod regfile;
+mod stall;
 mod translate;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -27,10 +33,14 @@ use iommu_cache::{CacheStats, Policy, TaggedCache};
 use iommu_types::{Access, InterruptSink, PhysMem, StreamId, SubstreamId};
 use iommu_walk::smmuv3::{CdCfg, Features, StreamCfg};
 
+pub use ats::AtsCompletion;
 pub use config::{QemuStages, SmmuConfig};
+pub use page_req::{PrgResponse, PriOutcome, MAX_PENDING_RESPONSES};
 pub use regfile::REGISTER_WINDOW;
+pub use stall::MAX_STALLED;
 pub use translate::{Request, Terminated, Translated};
 
+use ats::{AtcEntry, AtcKey};
 use regfile::Regs;
 use translate::{CdKey, SidKey, TlbEntry, TlbKey};
 
@@ -58,6 +68,23 @@ pub struct Smmu<M, I> {
     ste_cache: TaggedCache<SidKey, StreamCfg>,
     cd_cache: TaggedCache<CdKey, CdCfg>,
     tlb: TaggedCache<TlbKey, TlbEntry>,
+    /// The endpoints' ATCs.
+    atc: TaggedCache<AtcKey, AtcEntry>,
+    /// What travels back to devices: PRG responses, stalled transactions
+    /// and their resumptions.
+    device_side: Mutex<DeviceSide>,
+}
+
+/// Device-facing state, bounded: responses by [`MAX_PENDING_RESPONSES`],
+/// stalls by [`MAX_STALLED`].
+#[derive(Debug, Default)]
+struct DeviceSide {
+    responses: VecDeque<PrgResponse>,
+    /// Stalled transactions awaiting CMD_RESUME: (StreamID, STAG).
+    stalled: Vec<(u32, u16)>,
+    /// Resumed ones not yet picked up by their device: (StreamID, STAG, retry).
+    resumed: VecDeque<(u32, u16, bool)>,
+    next_stag: u16,
 }
 
 /// Why a DMA did not complete.
@@ -94,6 +121,8 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             ste_cache: TaggedCache::new(cs, cw, Policy::Lru),
             cd_cache: TaggedCache::new(cs, cw, Policy::Lru),
             tlb: TaggedCache::new(ts, tw, Policy::Lru),
+            atc: TaggedCache::new(ts, tw, Policy::Lru),
+            device_side: Mutex::new(DeviceSide::default()),
         }
     }
 
@@ -125,6 +154,10 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
 
     fn regs(&self) -> std::sync::MutexGuard<'_, Regs> {
         self.regs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn device_side(&self) -> std::sync::MutexGuard<'_, DeviceSide> {
+        self.device_side.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs `data.len()` bytes of DMA write from a device, one transaction

@@ -47,7 +47,7 @@ pub struct Translated {
     pub tlb_hit: bool,
 }
 
-/// A terminated transaction.
+/// A terminated (or stalled) transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Terminated {
     /// The event the fault produced, if it is one that produces a record
@@ -55,6 +55,9 @@ pub struct Terminated {
     pub event: Option<Event>,
     /// Whether the event was written to the event queue.
     pub recorded: bool,
+    /// The transaction is stalled with this STAG, waiting for CMD_RESUME
+    /// or CMD_STALL_TERM (§3.12.2): the device retries it once resumed.
+    pub stalled: Option<u16>,
 }
 
 /// Which kind of translation a TLB entry caches (SMMUv3 §16.2).
@@ -103,6 +106,10 @@ pub(crate) struct TlbEntry {
     pub s2_record: bool,
     /// Record stage-1 faults found on a hit (CD.R when filled).
     pub s1_record: bool,
+    /// Stall stage-1 faults found on a hit (CD.S and not STE.S1STALLD).
+    pub s1_stall: bool,
+    /// Stall stage-2 faults found on a hit (STE.S2S).
+    pub s2_stall: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,9 +152,43 @@ fn leaf_shifts(g: Granule, out: &mut [u8; 6], n: &mut usize) {
     }
 }
 
-enum Fail {
+/// Why `translate_stream` failed, with what the stream says about
+/// recording and stalling a translation fault.
+pub(super) enum Fail {
     Config(ConfigFault),
-    Trans(TransFault, bool),
+    Trans(TransFault, Disposition),
+}
+
+/// Whether a translation fault is recorded, and whether it stalls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Disposition {
+    record: bool,
+    stall: bool,
+}
+
+impl Disposition {
+    const RECORD: Self = Self { record: true, stall: false };
+
+    /// Stage-1 fault under `cd` (CD.R, CD.S unless STE.S1STALLD); walk
+    /// aborts are always recorded and never stall.
+    fn s1(cd: &CdCfg, s: &StreamCfg, f: &TransFault) -> Self {
+        let eabt = f.kind == TransFaultKind::WalkEabt;
+        Self { record: eabt || cd.record, stall: !eabt && cd.stall && !s.s1_stall_disabled }
+    }
+
+    /// Stage-2 fault under `s2` (STE.S2R, STE.S2S).
+    fn s2(s2: &S2Cfg, f: &TransFault) -> Self {
+        let eabt = f.kind == TransFaultKind::WalkEabt;
+        Self { record: eabt || s2.record, stall: !eabt && s2.stall }
+    }
+
+    fn of(s: &StreamCfg, cd: Option<&CdCfg>, f: &TransFault) -> Self {
+        match (f.s2, s.s2.as_ref(), cd) {
+            (true, Some(s2), _) => Self::s2(s2, f),
+            (false, _, Some(cd)) => Self::s1(cd, s, f),
+            _ => Self::RECORD,
+        }
+    }
 }
 
 impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
@@ -160,19 +201,11 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
         if !ctl.smmuen {
             // SMMU disabled: GBPA decides (§6.3.14).
             return if ctl.gbpa_abort {
-                Err(Terminated { event: None, recorded: false })
+                Err(Terminated { event: None, recorded: false, stalled: None })
             } else {
                 Ok(Translated { pa: req.addr, tlb_hit: false })
             };
         }
-        let txn = |access: Access| Txn {
-            sid: req.sid,
-            ssid: req.ssid,
-            addr: req.addr,
-            read: !access.write,
-            privileged: access.privileged,
-            instruction: access.exec,
-        };
         let mut access = req.access;
         let r = self.stream(req.sid, &ctl).and_then(|s| {
             if let Some(p) = s.priv_override {
@@ -183,24 +216,50 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             }
             self.translate_stream(&s, req, access)
         });
-        match r {
-            Ok(t) => Ok(t),
-            Err(Fail::Config(f)) => {
-                let ev = config_fault_event(f, &txn(access));
-                let record = ev.is_some() && (f != ConfigFault::BadStreamId || ctl.recinvsid);
+        r.map_err(|f| self.report(f, req, access, &ctl))
+    }
+
+    /// Records (or stalls) the fault of a transaction, as its stream says.
+    pub(super) fn report(&self, f: Fail, req: &Request, access: Access, ctl: &super::Ctl) -> Terminated {
+        let txn = Txn {
+            sid: req.sid,
+            ssid: req.ssid,
+            addr: req.addr,
+            read: !access.write,
+            privileged: access.privileged,
+            instruction: access.exec,
+        };
+        match f {
+            Fail::Config(f) => {
+                let ev = config_fault_event(f, &txn);
+                let record = f != ConfigFault::BadStreamId || ctl.recinvsid;
                 let recorded = record && ev.is_some_and(|e| self.record_event(&e));
-                Err(Terminated { event: ev, recorded })
+                Terminated { event: ev, recorded, stalled: None }
             }
-            Err(Fail::Trans(f, record)) => {
-                let e = trans_fault_event(&f, &txn(access));
-                let recorded = record && self.record_event(&e);
-                Err(Terminated { event: Some(e), recorded })
+            Fail::Trans(f, d) => {
+                let mut e = trans_fault_event(&f, &txn);
+                if d.stall && self.features.stall {
+                    // A stalled fault is always recorded: software must see it
+                    // to resume it. If it cannot be, the transaction ends.
+                    if let Some(stag) = self.stall(req.sid) {
+                        e.stall = true;
+                        e.stag = stag;
+                        if self.record_event(&e) {
+                            return Terminated { event: Some(e), recorded: true, stalled: Some(stag) };
+                        }
+                        self.unstall(req.sid, stag);
+                        e.stall = false;
+                        e.stag = 0;
+                    }
+                }
+                let recorded = d.record && self.record_event(&e);
+                Terminated { event: Some(e), recorded, stalled: None }
             }
         }
     }
 
     /// The stream's configuration, from the STE cache or the stream table.
-    fn stream(&self, sid: StreamId, ctl: &super::Ctl) -> Result<StreamCfg, Fail> {
+    pub(super) fn stream(&self, sid: StreamId, ctl: &super::Ctl) -> Result<StreamCfg, Fail> {
         if let Some(s) = self.ste_cache.lookup(&SidKey(sid.0)) {
             return Ok(s);
         }
@@ -237,13 +296,13 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
                 Ok(Some(c))
             }
             Err(CdFault::Config(f)) => Err(Fail::Config(f)),
-            Err(CdFault::Stage2(f)) => Err(Fail::Trans(f, s.s2.is_some_and(|s2| s2.record))),
+            Err(CdFault::Stage2(f)) => Err(Fail::Trans(f, Disposition::of(s, None, &f))),
         }
     }
 
-    fn translate_stream(&self, s: &StreamCfg, req: &Request, access: Access) -> Result<Translated, Fail> {
+    pub(super) fn translate_stream(&self, s: &StreamCfg, req: &Request, access: Access) -> Result<Translated, Fail> {
         let f = self.features;
-        let s1_addr_size = || Fail::Trans(TransFault::s1(TransFaultKind::AddrSize), true);
+        let s1_addr_size = || Fail::Trans(TransFault::s1(TransFaultKind::AddrSize), Disposition::RECORD);
         match s.config {
             SteConfig::Abort => Err(Fail::Config(ConfigFault::SteAbort)),
             SteConfig::Bypass => {
@@ -290,14 +349,14 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             if let Some(e) = self.tlb.lookup(&key) {
                 if !e.s2.allows(access) {
                     let f = TransFault::s2(TransFaultKind::Permission, FaultClass::In, ipa);
-                    return Err(Fail::Trans(f, e.s2_record));
+                    return Err(Fail::Trans(f, Disposition { record: e.s2_record, stall: e.s2_stall }));
                 }
                 return Ok(Translated { pa: e.out | (ipa & ((1u64 << shift) - 1)), tlb_hit: true });
             }
         }
         let mut refs = 0;
-        let o =
-            s2_walk(&self.mem, s2, ipa, FaultClass::In, &mut refs).map_err(|f| Fail::Trans(f, s2_records(s2, &f)))?;
+        let o = s2_walk(&self.mem, s2, ipa, FaultClass::In, &mut refs)
+            .map_err(|f| Fail::Trans(f, Disposition::s2(s2, &f)))?;
         let shift = o.shift as u8;
         let key = TlbKey { kind: TlbKind::S2, vmid: s.vmid, asid: NO_ASID, page: ipa >> shift, shift };
         let entry = TlbEntry {
@@ -307,17 +366,19 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             s2: o.perms,
             s2_record: s2.record,
             s1_record: true,
+            s1_stall: false,
+            s2_stall: s2.stall,
         };
         self.tlb.fill(key, s.vmid, None, entry);
         if !o.perms.allows(access) {
             let f = TransFault::s2(TransFaultKind::Permission, FaultClass::In, ipa);
-            return Err(Fail::Trans(f, s2.record));
+            return Err(Fail::Trans(f, Disposition::s2(s2, &f)));
         }
         Ok(Translated { pa: o.pa | (ipa & ((1u64 << shift) - 1)), tlb_hit: false })
     }
 
     fn stage1(&self, s: &StreamCfg, cd: &CdCfg, va: u64, access: Access) -> Result<Translated, Fail> {
-        let (half, t) = select_half(cd, va).map_err(|f| Fail::Trans(f, cd.record))?;
+        let (half, t) = select_half(cd, va).map_err(|f| Fail::Trans(f, Disposition::s1(cd, s, &f)))?;
         let tag = va & VA_TAG_MASK;
         let kind = if s.s2.is_some() { TlbKind::Nested } else { TlbKind::S1 };
         let mut shifts = [0u8; 6];
@@ -335,16 +396,14 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             }
         }
         let mut refs = 0;
-        let o1 = s1_walk(&self.mem, cd, half, &t, va, s.s2.as_ref(), &mut refs).map_err(|f| {
-            let rec = if f.s2 { s.s2.as_ref().is_some_and(|s2| s2_records(s2, &f)) } else { s1_records(cd, &f) };
-            Fail::Trans(f, rec)
-        })?;
+        let o1 = s1_walk(&self.mem, cd, half, &t, va, s.s2.as_ref(), &mut refs)
+            .map_err(|f| Fail::Trans(f, Disposition::of(s, Some(cd), &f)))?;
         let ipa = o1.oa | (va & ((1u64 << o1.shift) - 1));
         let (out_base, shift, s2p, s2_record) = match &s.s2 {
             None => (o1.oa, o1.shift, Perms::ALL, true),
             Some(s2) => {
                 let o2 = s2_walk(&self.mem, s2, ipa, FaultClass::In, &mut refs)
-                    .map_err(|f| Fail::Trans(f, s2_records(s2, &f)))?;
+                    .map_err(|f| Fail::Trans(f, Disposition::s2(s2, &f)))?;
                 let shift = o1.shift.min(o2.shift);
                 let pa = o2.pa | (ipa & ((1u64 << o2.shift) - 1));
                 (pa & !((1u64 << shift) - 1), o2.shift.min(o1.shift), o2.perms, s2.record)
@@ -357,6 +416,8 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             s2: s2p,
             s2_record,
             s1_record: cd.record,
+            s1_stall: cd.stall && !s.s1_stall_disabled,
+            s2_stall: s.s2.as_ref().is_some_and(|s2| s2.stall),
         };
         let asid = if o1.global { NO_ASID } else { cd.asid as u32 };
         let space = (!o1.global).then_some(cd.asid as u32);
@@ -370,24 +431,17 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
     }
 }
 
-fn s1_records(cd: &CdCfg, f: &TransFault) -> bool {
-    f.kind == TransFaultKind::WalkEabt || cd.record
-}
-
-fn s2_records(s2: &S2Cfg, f: &TransFault) -> bool {
-    f.kind == TransFaultKind::WalkEabt || s2.record
-}
-
 /// Checks a (cached or just-walked) entry: stage-1 permissions first, then
 /// stage 2's, exactly as a walk orders them.
 fn check_entry(e: &TlbEntry, access: Access, va: u64, shift: u8) -> Result<u64, Fail> {
     let off = va & ((1u64 << shift) - 1);
     if !e.s1.allows(access) {
-        return Err(Fail::Trans(TransFault::s1(TransFaultKind::Permission), e.s1_record));
+        let d = Disposition { record: e.s1_record, stall: e.s1_stall };
+        return Err(Fail::Trans(TransFault::s1(TransFaultKind::Permission), d));
     }
     if !e.s2.allows(access) {
         let f = TransFault::s2(TransFaultKind::Permission, FaultClass::In, e.ipa | off);
-        return Err(Fail::Trans(f, e.s2_record));
+        return Err(Fail::Trans(f, Disposition { record: e.s2_record, stall: e.s2_stall }));
     }
     Ok(e.out | off)
 }
