@@ -276,16 +276,13 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
     /// The CD a transaction uses, from the CD cache or the CD table.
     fn context(&self, s: &StreamCfg, req: &Request) -> Result<Option<CdCfg>, Fail> {
         let Some(s1) = s.s1 else { return Ok(None) };
-        // The cache is keyed by the CD index the transaction resolves to.
-        let index = match req.ssid {
-            Some(x) if s1.cdmax != 0 => Some(x.raw()),
-            None if s1.cdmax == 0 => Some(0),
-            _ => None,
+        // The cache is keyed by the CD index the transaction resolves to,
+        // found (and checked against S1CDMax/S1DSS) before any lookup.
+        let Some(index) = cd::cd_index(&s1, req.ssid).map_err(Fail::Config)? else {
+            return Ok(None);
         };
-        if let Some(i) = index {
-            if let Some(c) = self.cd_cache.lookup(&CdKey { sid: req.sid.0, ssid: i }) {
-                return Ok(Some(c));
-            }
+        if let Some(c) = self.cd_cache.lookup(&CdKey { sid: req.sid.0, ssid: index }) {
+            return Ok(Some(c));
         }
         let mut refs = 0;
         match cd::lookup(&self.mem, &s1, s.s2.as_ref(), req.ssid, &mut refs) {

@@ -47,6 +47,31 @@ fn to_pa<M: PhysMem + ?Sized>(mem: &M, s2: Option<&S2Cfg>, ipa: u64, refs: &mut 
     }
 }
 
+/// The CD index a transaction with `ssid` uses, before any memory is
+/// read (SMMUv3 §3.3.2, STE.S1CDMax and S1DSS); `None` when S1DSS
+/// bypasses stage 1 for it.
+///
+/// # Errors
+/// C_BAD_SUBSTREAMID (a SubstreamID beyond S1CDMax, any SubstreamID on a
+/// single-CD stream, SubstreamID 0 under S1DSS = substream 0) or
+/// F_STREAM_DISABLED (no SubstreamID under S1DSS = terminate).
+pub fn cd_index(s1: &S1StreamCfg, ssid: Option<SubstreamId>) -> Result<Option<u32>, ConfigFault> {
+    let bad = ConfigFault::BadSubstreamId;
+    if s1.cdmax == 0 {
+        // A single CD: substream-tagged transactions have nowhere to go.
+        return if ssid.is_some() { Err(bad) } else { Ok(Some(0)) };
+    }
+    match (ssid, s1.dss) {
+        (None, S1Dss::Terminate | S1Dss::Reserved) => Err(ConfigFault::StreamDisabled),
+        (None, S1Dss::Bypass) => Ok(None),
+        (None, S1Dss::Substream0) => Ok(Some(0)),
+        // With S1DSS = substream 0, CD 0 belongs to untagged traffic.
+        (Some(s), S1Dss::Substream0) if s.raw() == 0 => Err(bad),
+        (Some(s), _) if s.raw() >> s1.cdmax != 0 => Err(bad),
+        (Some(s), _) => Ok(Some(s.raw())),
+    }
+}
+
 /// Which CD a transaction with `ssid` uses (SMMUv3 §3.3.2).
 ///
 /// # Errors
@@ -58,24 +83,11 @@ pub fn lookup<M: PhysMem + ?Sized>(
     ssid: Option<SubstreamId>,
     refs: &mut u32,
 ) -> Result<CdLookup, CdFault> {
-    let bad = CdFault::Config(ConfigFault::BadSubstreamId);
-    let index = if s1.cdmax == 0 {
-        // A single CD: substream-tagged transactions have nowhere to go.
-        if ssid.is_some() {
-            return Err(bad);
-        }
-        0u64
-    } else {
-        match (ssid, s1.dss) {
-            (None, S1Dss::Terminate | S1Dss::Reserved) => return Err(CdFault::Config(ConfigFault::StreamDisabled)),
-            (None, S1Dss::Bypass) => return Ok(CdLookup::Bypass),
-            (None, S1Dss::Substream0) => 0,
-            // With S1DSS = substream 0, CD 0 belongs to untagged traffic.
-            (Some(s), S1Dss::Substream0) if s.raw() == 0 => return Err(bad),
-            (Some(s), _) if (s.raw() as u64) >> s1.cdmax != 0 => return Err(bad),
-            (Some(s), _) => s.raw() as u64,
-        }
+    let index = match cd_index(s1, ssid).map_err(CdFault::Config)? {
+        Some(i) => i as u64,
+        None => return Ok(CdLookup::Bypass),
     };
+    let bad = CdFault::Config(ConfigFault::BadSubstreamId);
     let cd_ipa = match s1.fmt.split() {
         None => s1.context_ptr.wrapping_add(index * 64),
         Some(split) => {
