@@ -16,3 +16,15 @@
 
 pub mod smmuv3;
 pub mod vtd;
+
+/// The bus errors every register file shares: a misaligned access, or one
+/// reaching past a `window`-byte register window.
+fn check_access(off: u64, width: iommu_types::Width, window: u64) -> Result<(), iommu_types::BusError> {
+    if off % width.bytes() != 0 {
+        return Err(iommu_types::BusError::Misaligned { offset: off, width });
+    }
+    if off.checked_add(width.bytes()).is_none_or(|end| end > window) {
+        return Err(iommu_types::BusError::OutOfRange(off));
+    }
+    Ok(())
+}

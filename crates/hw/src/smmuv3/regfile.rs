@@ -150,13 +150,7 @@ impl Regs {
 }
 
 fn check(off: u64, width: Width) -> Result<(), BusError> {
-    if off % width.bytes() != 0 {
-        return Err(BusError::Misaligned { offset: off, width });
-    }
-    if off.checked_add(width.bytes()).is_none_or(|end| end > REGISTER_WINDOW) {
-        return Err(BusError::OutOfRange(off));
-    }
-    Ok(())
+    crate::check_access(off, width, REGISTER_WINDOW)
 }
 
 /// 64-bit registers (the rest are 32-bit).

@@ -271,11 +271,5 @@ impl<M: PhysMem, I: InterruptSink> RegisterBus for VtdUnit<M, I> {
 }
 
 fn check(off: u64, width: Width) -> Result<(), BusError> {
-    if off % width.bytes() != 0 {
-        return Err(BusError::Misaligned { offset: off, width });
-    }
-    if off.checked_add(width.bytes()).is_none_or(|end| end > REGISTER_WINDOW) {
-        return Err(BusError::OutOfRange(off));
-    }
-    Ok(())
+    crate::check_access(off, width, REGISTER_WINDOW)
 }

@@ -186,3 +186,23 @@ pub(crate) fn common_step(
     }
     Ok(true)
 }
+
+/// Replays every case of a JSON Lines stream with `case`, writing one
+/// output line per case. Returns the number of cases replayed.
+pub(crate) fn replay_lines(
+    input: impl std::io::BufRead,
+    mut out: impl std::io::Write,
+    case: impl Fn(usize, &Value) -> Result<Value, ReplayError>,
+) -> Result<usize, ReplayError> {
+    let mut n = 0;
+    for (i, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|source| ReplayError::Json { line: i + 1, source })?;
+        writeln!(out, "{}", case(i + 1, &v)?)?;
+        n += 1;
+    }
+    Ok(n)
+}

@@ -27,19 +27,8 @@ type Unit = VtdUnit<PagedMemory, NullInterrupts>;
 ///
 /// # Errors
 /// The first case that cannot be replayed, or an I/O error.
-pub fn replay_stream(input: impl BufRead, mut out: impl Write) -> Result<usize, ReplayError> {
-    let mut n = 0;
-    for (i, line) in input.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&line).map_err(|source| ReplayError::Json { line: i + 1, source })?;
-        let r = replay_case(i + 1, &v)?;
-        writeln!(out, "{r}")?;
-        n += 1;
-    }
-    Ok(n)
+pub fn replay_stream(input: impl BufRead, out: impl Write) -> Result<usize, ReplayError> {
+    super::replay_lines(input, out, replay_case)
 }
 
 /// The unit configuration for a case's QEMU properties.
