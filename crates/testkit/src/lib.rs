@@ -1,8 +1,10 @@
 //! Builders for tests: page tables in simulated memory, in the VT-d
-//! first-stage and second-stage formats. Depends only on `types` and
-//! `format`, so every layer can use it as a dev-dependency.
+//! first-stage and second-stage formats, and VT-d ([`vtd`]) and SMMUv3
+//! ([`smmuv3`]) programming through memory and registers. Depends only on
+//! `types` and `format`, so every layer can use it as a dev-dependency.
 #![forbid(unsafe_code)]
 
+pub mod smmuv3;
 pub mod vtd;
 
 use std::collections::HashMap;
