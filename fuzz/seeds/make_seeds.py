@@ -212,3 +212,236 @@ p = memw(0x10000, 0x11001) + memw(0x11000, 0x11)  # scalable root bus 0 -> 0x110
 p += wr(R_RTADDR, 0x10000 | 1 << 10) + wr(R_GCMD, 1 << 30, False) + wr(R_GCMD, 1 << 31, False)
 p += wr(R_PQA, 0x30001) + prq0 * 128 + wr(R_PQA, 0xFFFFFFFFFFFFF001) + prq0
 crash("register_file", "prq_base_overflow", bytes([0x00]) + p)
+
+
+# ================================================================ SMMUv3
+# Encoders for the structures the SMMUv3 seeds need (IHI 0070 §5.2 STE,
+# §5.4 CD, §5.1 L1STD, §5.3 L1CD; VMSAv8-64 descriptors), with the field
+# positions of crates/format/src/smmuv3.
+def ste(v=1, config=0, s1fmt=0, ctx=0, cdmax=0, dss=0, vmid=0, t0sz=0, sl0=0, tg=0, ps=5, aa64=1, s2r=1, ttb=0):
+    q0 = v | config << 1 | s1fmt << 4 | (ctx & 0xFFFFFFFFFFFC0) | cdmax << 59
+    q1 = dss
+    q2 = vmid | t0sz << 32 | sl0 << 38 | tg << 46 | ps << 48 | aa64 << 51 | s2r << 58
+    q3 = ttb & 0xFFFFFFFFFFFF0
+    return [q0, q1, q2, q3, 0, 0, 0, 0]
+
+
+def cd(asid=1, ttb0=0, t0sz=25, tg0=0, ips=5, r=1, a=1, v=1):
+    q0 = (t0sz | tg0 << 6 | 1 << 8 | 1 << 10 | 3 << 12 | 2 << 22 | 1 << 30 | v << 31 | ips << 32 | 1 << 41
+          | r << 45 | a << 46 | 1 << 47 | asid << 48)
+    return [q0, ttb0 & 0xFFFFFFFFFFFF0, 0, 0x44FF, 0, 0, 0, 0]
+
+
+def s1_block(out, ap=1):
+    return out | 1 | ap << 6 | 3 << 8 | 1 << 10 | 1 << 11
+
+
+def s1_page(out, ap=1):
+    return s1_block(out, ap) | 2
+
+
+def s2_block(out, s2ap=3):
+    return out | 1 | 0xF << 2 | s2ap << 6 | 3 << 8 | 1 << 10
+
+
+def tbl(out):
+    return out | 3
+
+
+def image(size, entries):
+    """A tile of `size` bytes: {offset: u64 or list of u64}."""
+    t = bytearray(size)
+    for off, v in entries.items():
+        for i, w in enumerate(v if isinstance(v, list) else [v]):
+            t[off + 8 * i:off + 8 * i + 8] = struct.pack("<Q", w)
+    return bytes(t)
+
+
+CONFIG_ABORT, CONFIG_BYPASS, CONFIG_S1, CONFIG_S2, CONFIG_NESTED = 0, 4, 5, 6, 7
+CMD_CFGI_ALL = (0x04, 31)
+CMD_TLBI_NSNH_ALL = (0x30, 0)
+CMD_SYNC = (0x46, 0)
+CMD_CFGI_STE = lambda sid: (0x03 | sid << 32, 1)
+CMD_TLBI_NH_VA = lambda asid, va: (0x12 | asid << 48, 1 | va)
+CMD_TLBI_RANGE = lambda va: (0x12 | 3 << 12 | 1 << 20 | 1 << 48, 1 | 2 << 8 | 1 << 10 | va)
+CMD_ATC_INV = (0x40 | 8 << 32, 0x1000 | 1)
+CMD_PRI_RESP = (0x41 | 8 << 32, 2 << 12)
+
+
+def cmds(*cs):
+    return q(*[w for c in cs for w in c])
+
+
+# ---------------------------------------------------------------- smmuv3_decode
+# Golden STE and CD of the format crate's tests, the QEMU ID registers,
+# commands, an F_PERMISSION record and a PRI entry.
+write("smmuv3_decode", "ste_golden",
+      q(1 | 5 << 1 | 0x40102000 | 3 << 59, 2 | 1 << 28, 0x1234 | 24 << 32 | 1 << 38 | 4 << 48 | 1 << 51 | 1 << 58,
+        0x40200000, 0, 0, 0, 0))
+write("smmuv3_decode", "cd_golden", q(*cd(asid=0xBEEF, ttb0=0x40104000, t0sz=16, ips=4)))
+write("smmuv3_decode", "nested_ste", q(*ste(config=CONFIG_NESTED, ctx=0x800, vmid=1, t0sz=25, sl0=1, ttb=0x1000)))
+write("smmuv3_decode", "qemu_idrs", q(0x0D44101B, 0x02730010, 0x1414 | 0x74 << 32, 0))
+write("smmuv3_decode", "commands", cmds(CMD_CFGI_ALL, CMD_TLBI_RANGE(0x7000), CMD_SYNC, CMD_PRI_RESP))
+write("smmuv3_decode", "event_permission",
+      q(0x6800000013, 0x8000000000 | 2 << 40, 0x5C30F37A78, 0x9E672000))
+write("smmuv3_decode", "pri_entry", q(0xD000004200000100, 0x7FFF0003, 0x0100000003, 0x184))
+
+
+# ---------------------------------------------------------------- smmuv3_cmdq
+def cmdq(cfg, log2, cons, rounds, contents):
+    return bytes([cfg, log2]) + struct.pack("<I", cons) + bytes([len(rounds)]) + \
+        b"".join(struct.pack("<I", r) for r in rounds) + contents
+
+
+ACK, TOGGLE = 1 << 31, 1 << 30
+write("smmuv3_cmdq", "invalidate_and_sync", cmdq(0, 3, 0, [3, 5], cmds(CMD_CFGI_ALL, CMD_TLBI_NSNH_ALL, CMD_SYNC,
+                                                                        CMD_CFGI_STE(8), CMD_SYNC)))
+# An unknown opcode stops the queue; acknowledging without fixing it stops it again.
+write("smmuv3_cmdq", "illegal_then_ack", cmdq(0, 3, 0, [3, ACK | 3, TOGGLE | 3], cmds(CMD_TLBI_NSNH_ALL, (0xFF, 0), CMD_SYNC)))
+# A 4-entry queue starting at index 2: PROD wraps (wrap flag set) twice.
+write("smmuv3_cmdq", "wrap", cmdq(0, 2, 2, [5, 7, 2], cmds(CMD_SYNC, CMD_TLBI_NH_VA(1, 0x5000), CMD_SYNC, CMD_CFGI_ALL)))
+# Commands for features the QEMU profiles lack: ATS and PRI (nested), stage 1 (stage-2 only).
+write("smmuv3_cmdq", "qemu_missing_features", cmdq(1, 3, 0, [2, ACK | 3], cmds(CMD_SYNC, CMD_ATC_INV, CMD_PRI_RESP)))
+write("smmuv3_cmdq", "s2only_tlbi_nh", cmdq(3, 3, 0, [2], cmds(CMD_SYNC, CMD_TLBI_NH_VA(1, 0x5000))))
+# The queue is unbacked: the first fetch aborts (CERROR_ABT).
+write("smmuv3_cmdq", "unbacked_queue", cmdq(8, 4, 0, [1, ACK | 1], b""))
+# CONS preset with ERR bits and a PROD more than a queue ahead.
+write("smmuv3_cmdq", "cons_err_preset", cmdq(0, 1, 0x01000001, [0x1F, 3], cmds(CMD_SYNC, CMD_SYNC)))
+
+
+# ---------------------------------------------------------------- smmuv3_registers
+def r_rd(off, w64=False, named=False):
+    return bytes([0x00 | (8 if w64 else 0) | (0x30 if named else 0x10)]) + struct.pack("<I", off)
+
+
+def r_wr(off, value, w64=False):
+    return bytes([0x01 | (8 if w64 else 0) | 0x10]) + struct.pack("<IQ", off, value)
+
+
+def r_xlate(sid, addr, acc=1, ssid=0):
+    return bytes([0x02]) + struct.pack("<IIQB", sid, ssid, addr, acc)
+
+
+def r_dma(sid, addr, n, write_=False):
+    return bytes([0x03 | (8 if write_ else 0)]) + struct.pack("<IIQB", sid, 0, addr, n)
+
+
+def r_mem(addr, value):
+    return bytes([0x04]) + struct.pack("<IQ", addr, value)
+
+
+def r_tile(entries, size=64):
+    t = image(size, entries)
+    return struct.pack("<H", len(t)) + t
+
+
+SMMU = dict(STRTAB_BASE=0x80, STRTAB_BASE_CFG=0x88, CMDQ_BASE=0x90, CMDQ_PROD=0x98, CMDQ_CONS=0x9C,
+            EVENTQ_BASE=0xA0, EVENTQ_PROD=0x100A8, EVENTQ_CONS=0x100AC, CR0=0x20, CR0ACK=0x24, CR2=0x2C,
+            GBPA=0x44, GERROR=0x60, GERRORN=0x64, IRQ_CTRL=0x50, PRIQ_BASE=0xC0)
+CQ, EQ = 0x800000, 0x900000
+
+
+def r_bring_up(cr0=0xD):
+    """The standard bring-up with the queues beyond the tiled 4 MiB."""
+    s = r_wr(SMMU["STRTAB_BASE"], 0, True) + r_wr(SMMU["STRTAB_BASE_CFG"], 6)
+    s += r_wr(SMMU["CMDQ_BASE"], CQ | 4, True) + r_wr(SMMU["EVENTQ_BASE"], EQ | 5, True)
+    s += r_wr(SMMU["CR2"], 2) + r_wr(SMMU["CR0"], 0xC) + r_rd(SMMU["CR0ACK"])
+    s += r_mem(CQ, CMD_CFGI_ALL[0]) + r_mem(CQ + 8, CMD_CFGI_ALL[1]) + r_mem(CQ + 16, CMD_SYNC[0])
+    s += r_wr(SMMU["CMDQ_PROD"], 2) + r_rd(SMMU["CMDQ_CONS"]) + r_wr(SMMU["CR0"], cr0)
+    return s
+
+
+# Every STE is the same bypass STE (the tile is one STE): translations and DMA pass.
+b = r_bring_up() + r_xlate(3, 0x1234) + r_dma(5, 0x10000, 8, True) + r_dma(5, 0x10000, 8)
+b += r_rd(SMMU["GERROR"]) + r_rd(SMMU["EVENTQ_PROD"]) + r_xlate(0x1000, 0x5000) + r_rd(SMMU["EVENTQ_PROD"])
+write("smmuv3_registers", "bypass_streams", bytes([0]) + r_tile({0: ste(config=CONFIG_BYPASS)}) + b)
+# Every STE is a stage-1 STE whose CD (the STE's own bytes, read as a CD) is invalid: C_BAD_CD events.
+b = r_bring_up() + r_xlate(1, 0x1000) + r_xlate(2, 0x2000, 2) + r_rd(SMMU["EVENTQ_PROD"]) + r_wr(SMMU["EVENTQ_CONS"], 2)
+write("smmuv3_registers", "bad_cd_events", bytes([1]) + r_tile({0: ste(config=CONFIG_S1, ctx=0x1000)}) + b)
+# Register sweep: every named register read at both widths and written with all ones, then read again.
+sweep = b"".join(r_rd(i, False, True) + r_rd(i, True, True) for i in range(44))
+sweep += b"".join(bytes([0x21 | 0x10]) + struct.pack("<IQ", i, 0xFFFFFFFFFFFFFFFF) for i in range(44))
+sweep += b"".join(r_rd(i, True, True) for i in range(44))
+write("smmuv3_registers", "register_sweep", bytes([0]) + struct.pack("<H", 0) + sweep)
+# An illegal command, GERRORN acknowledgement, then the queue disabled and re-based.
+b = r_bring_up() + r_mem(CQ + 32, 0xFF) + r_wr(SMMU["CMDQ_PROD"], 3) + r_rd(SMMU["GERROR"]) + r_rd(SMMU["CMDQ_CONS"])
+b += r_mem(CQ + 32, CMD_SYNC[0]) + r_wr(SMMU["GERRORN"], 1) + r_rd(SMMU["CMDQ_CONS"]) + r_wr(SMMU["CR0"], 0)
+b += r_wr(SMMU["CMDQ_BASE"], CQ | 19, True) + r_wr(SMMU["CR0"], 0x8) + r_wr(SMMU["GBPA"], 1 << 31 | 1 << 20)
+b += r_xlate(1, 0x1000)
+write("smmuv3_registers", "cmdq_error_recovery", bytes([2]) + r_tile({0: ste(config=CONFIG_BYPASS)}) + b)
+
+
+# ---------------------------------------------------------------- smmuv3_translate
+def t_req(sid, addr, acc=1, mode=0, ssid=None):
+    return struct.pack("<HIQBB", sid, 0 if ssid is None else 1 << 31 | ssid, addr, acc, mode)
+
+
+def t_case(flags, cfg, base, reqs, tile):
+    recs = b"".join(reqs)[:254]
+    return bytes([flags]) + struct.pack("<IQ", cfg, base) + bytes([len(reqs) - 1]) + recs + bytes(254 - len(recs)) + tile
+
+
+# A 28 KiB tile: linear stream table at 0 (STE 0 bypass, 1 stage 1, 2 stage 2,
+# 3 nested, 4 abort, 5 invalid, 6 stage 1 with a 2-level CD table of 256
+# substreams), the CD at 0x800, L1CDs at 0x900, stage-2 level-1 table at
+# 0x1000 (0: -> 0x3000; 1: 1 GiB identity block), stage-1 level-1 table at
+# 0x2000 (0: -> 0x4000), stage-2 level-2 at 0x3000 (0: 2 MiB identity),
+# stage-1 level-2 at 0x4000 (0: 2 MiB identity; 1: -> 0x5000), stage-1
+# level-3 at 0x5000 (0: 0x12345000, outside what stage 2 maps; 1: read-only
+# page 0x7000). L1CD 0 (at 0x900) points at the leaf CD table at 0x6000,
+# which holds CDs 0 and 5.
+S2 = dict(vmid=1, t0sz=25, sl0=1, ttb=0x1000)
+tile = image(0x7000, {
+    0x000: ste(config=CONFIG_BYPASS),
+    0x040: ste(config=CONFIG_S1, ctx=0x800),
+    0x080: ste(config=CONFIG_S2, **S2),
+    0x0C0: ste(config=CONFIG_NESTED, ctx=0x800, **S2),
+    0x100: ste(config=CONFIG_ABORT),
+    0x140: ste(v=0, config=CONFIG_BYPASS),
+    0x180: ste(config=CONFIG_S1, s1fmt=1, ctx=0x900, cdmax=8, dss=2),
+    0x800: cd(asid=1, ttb0=0x2000),
+    0x900: 0x6000 | 1,
+    0x1000: [tbl(0x3000), s2_block(0x40000000)],
+    0x2000: tbl(0x4000),
+    0x3000: s2_block(0),
+    0x4000: [s1_block(0), tbl(0x5000)],
+    0x5000: [s1_page(0x12345000), s1_page(0x7000, ap=3)],
+    0x6000: cd(asid=2, ttb0=0x2000),
+    0x6000 + 5 * 64: cd(asid=3, ttb0=0x2000),
+})
+reqs = [
+    t_req(0, 0x1234, 1, 1),             # bypass, twice
+    t_req(1, 0x1040, 1, 1 | 2),         # stage 1, 2 MiB block, twice + DMA read
+    t_req(1, 0x200123, 2, 2 | 4),       # stage 1, page 0x12345000, DMA write
+    t_req(1, 0x201000, 2),              # stage 1, read-only page written: F_PERMISSION
+    t_req(2, 0x40001000, 3, 1),         # stage 2, 1 GiB block
+    t_req(3, 0x1000, 1, 1),             # nested, CD and tables through stage 2
+    t_req(3, 0x200000, 1),              # nested, output IPA not mapped: stage-2 fault
+    t_req(4, 0x1000),                   # abort
+    t_req(5, 0x1000),                   # invalid STE
+    t_req(6, 0x1000, 1, 0, 5),          # 2-level CD table, substream 5
+    t_req(6, 0x1000, 9, 1),             # no substream: CD 0 (S1DSS = substream 0), privileged
+    t_req(6, 0x1000, 1, 0, 0),          # substream 0 with S1DSS = substream 0: C_BAD_SUBSTREAMID
+    t_req(1, 0xFFFF800000001000, 1, 3 << 6),  # TTB1 half, walks disabled
+    t_req(40, 0x1000, 1),               # zero STE
+    t_req(1, 0x8000000000, 1),          # beyond the 39-bit VA range
+    t_req(0, 0x1000_0000_0000_0000, 1),  # bypass beyond the OAS
+]
+write("smmuv3_translate", "all_configs_full", t_case(0x04, 6, 0, reqs, tile))
+write("smmuv3_translate", "all_configs_qemu", t_case(0x05, 6, 0, reqs, tile))
+write("smmuv3_translate", "all_configs_qemu_s2only", t_case(0x07, 6, 0, reqs, tile))
+# SMMUEN clear: GBPA bypass (any address), then GBPA abort.
+write("smmuv3_translate", "disabled_bypass", t_case(0x08, 6, 0, reqs[:4] + [t_req(0, 0xFFFF_0000_0000_1000, 1, 1)], tile))
+write("smmuv3_translate", "disabled_abort", t_case(0x18, 6, 0, reqs[:4], tile))
+# 2-level stream table: L1STD 0 -> STEs at 0x1000 (Span 3: 4 STEs), L1STD 1
+# Span 0; raw StreamIDs, one beyond LOG2SIZE.
+tile2 = image(0x3000, {
+    0x000: [0x1000 | 3, 0],
+    0x1000: ste(config=CONFIG_BYPASS),
+    0x1040: ste(config=CONFIG_S1, ctx=0x1800),
+    0x1800: cd(asid=1, ttb0=0x2000, t0sz=25),
+    0x2000: s1_block(0),
+})
+reqs2 = [t_req(0, 0x5000), t_req(1, 0x1234, 1, 1), t_req(3, 0x1000), t_req(4, 0x1000), t_req(64, 0x1000),
+         t_req(0x100, 0x1000)]
+write("smmuv3_translate", "two_level_strtab", t_case(0x44, 1 << 16 | 6 << 6 | 8, 0, reqs2, tile2))
