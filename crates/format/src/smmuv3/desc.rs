@@ -82,14 +82,9 @@ impl Granule {
 /// §5.4, §6.3.6): 32, 36, 40, 42, 44, 48, and 52 for 0b110; 0b111 is
 /// reserved and reads as 52 here so that callers cap it to the OAS.
 pub const fn pa_bits(v: u64) -> u32 {
-    match v & 7 {
-        0 => 32,
-        1 => 36,
-        2 => 40,
-        3 => 42,
-        4 => 44,
-        5 => 48,
-        _ => 52,
+    match super::regs::oas_bits(v & 7) {
+        Some(b) => b,
+        None => 52,
     }
 }
 

@@ -11,7 +11,7 @@ use iommu_format::smmuv3::cmd::{Command, ResumeAction, SyncCompletion, TlbiRange
 use iommu_format::smmuv3::regs::CmdqError;
 use iommu_types::{Hpa, InterruptSink, Msi, PhysMem};
 
-use super::regfile::{gerror, Regs, CONS_ERR_MASK};
+use super::regfile::{gerror, Queue, Regs, CONS_ERR_MASK};
 use super::translate::{TlbKey, TlbKind, NO_ASID};
 use super::{PrgResponse, Smmu};
 
@@ -36,12 +36,12 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             return;
         }
         let log2 = r.cmdq.log2(self.config.cmdq_max());
-        let (imask, wmask) = ((1u32 << log2) - 1, (2u32 << log2) - 1);
+        let imask = (1u32 << log2) - 1;
         let base = r.cmdq.addr(16, log2);
         // At most one queue's worth per call: PROD is never further ahead.
         for _ in 0..=imask {
             let cons = r.cmdq.cons;
-            if cons & wmask == r.cmdq.prod & wmask {
+            if r.cmdq.empty(log2) {
                 return;
             }
             let addr = base + 16 * (cons & imask) as u64;
@@ -56,7 +56,7 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
                 _ => return self.cmd_error(r, CmdqError::Illegal),
             };
             self.execute(&cmd);
-            r.cmdq.cons = (cons & CONS_ERR_MASK) | (cons.wrapping_add(1) & wmask);
+            r.cmdq.cons = Queue::next(cons, log2);
         }
     }
 

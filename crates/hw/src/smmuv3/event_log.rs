@@ -7,25 +7,20 @@
 use iommu_format::smmuv3::event::Event;
 use iommu_types::{Hpa, InterruptSink, PhysMem};
 
-use super::regfile::{gerror, Regs, OVFLG};
+use super::regfile::{gerror, Queue, OVFLG};
 use super::Smmu;
 
 impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
     /// Writes `e` to the event queue. Returns whether it was recorded.
     pub(super) fn record_event(&self, e: &Event) -> bool {
         let mut r = self.regs();
-        self.record_locked(&mut r, e)
-    }
-
-    pub(super) fn record_locked(&self, r: &mut Regs, e: &Event) -> bool {
         if !r.eventq_enabled() {
             return false;
         }
         let q = r.eventq;
         let log2 = q.log2(self.config.eventq_max());
-        let (imask, wmask) = ((1u32 << log2) - 1, (2u32 << log2) - 1);
         let (p, c) = (q.prod, q.cons);
-        if p & imask == c & imask && p & wmask != c & wmask {
+        if q.full(log2) {
             // Full: discard, and flag an overflow unless one is already
             // flagged and not yet acknowledged.
             if p & OVFLG == c & OVFLG {
@@ -33,12 +28,12 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             }
             return false;
         }
-        let addr = q.addr(32, log2) + 32 * (p & imask) as u64;
+        let addr = q.addr(32, log2) + 32 * (p & ((1u32 << log2) - 1)) as u64;
         if self.mem.write(Hpa::new(addr), &e.encode().to_bytes()).is_err() {
             r.activate_gerror(gerror::EVENTQ_ABT_ERR);
             return false;
         }
-        r.eventq.prod = (p & OVFLG) | (p.wrapping_add(1) & wmask);
+        r.eventq.prod = Queue::next(p, log2);
         true
     }
 }

@@ -10,7 +10,7 @@ use iommu_format::smmuv3::cmd::PriResponse;
 use iommu_format::smmuv3::pri::PageRequest;
 use iommu_types::{Hpa, InterruptSink, PhysMem, StreamId, SubstreamId};
 
-use super::regfile::{cr0, gerror, OVFLG};
+use super::regfile::{cr0, gerror, Queue, OVFLG};
 use super::Smmu;
 
 /// Largest number of undelivered PRG responses kept; older ones are dropped.
@@ -52,8 +52,7 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
         let mut r = self.regs();
         let q = r.priq;
         let log2 = q.log2(self.config.priq_max());
-        let (imask, wmask) = ((1u32 << log2) - 1, (2u32 << log2) - 1);
-        let full = q.prod & imask == q.cons & imask && q.prod & wmask != q.cons & wmask;
+        let full = q.full(log2);
         let overflowing = q.prod & OVFLG != q.cons & OVFLG;
         let enabled = r.cr0 & cr0::PRIQEN != 0;
         if !enabled || overflowing || full {
@@ -72,12 +71,12 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             }
             return PriOutcome::Discarded;
         }
-        let addr = q.addr(16, log2) + 16 * (q.prod & imask) as u64;
+        let addr = q.addr(16, log2) + 16 * (q.prod & ((1u32 << log2) - 1)) as u64;
         if self.mem.write(Hpa::new(addr), &req.encode().to_bytes()).is_err() {
             r.activate_gerror(gerror::PRIQ_ABT_ERR);
             return PriOutcome::Discarded;
         }
-        r.priq.prod = (q.prod & OVFLG) | (q.prod.wrapping_add(1) & wmask);
+        r.priq.prod = Queue::next(q.prod, log2);
         PriOutcome::Queued
     }
 

@@ -10,7 +10,8 @@
 
 use std::sync::atomic::Ordering;
 
-use iommu_format::smmuv3::regs::offset as o;
+use iommu_format::bits::Field;
+use iommu_format::smmuv3::regs::{offset as o, Cr0, Gbpa, Gerror, QueueIndex};
 use iommu_types::{BusError, InterruptSink, PhysMem, RegisterBus, Width};
 
 use super::Smmu;
@@ -18,45 +19,52 @@ use super::Smmu;
 /// Size of the MMIO window: register pages 0 and 1 (§6.1).
 pub const REGISTER_WINDOW: u64 = 0x2_0000;
 
+/// A 32-bit register field's mask, from the format's field table.
+const fn m(f: Field) -> u32 {
+    f.mask_in_word() as u32
+}
+
 /// CR0 bits (§6.3.9).
 pub(super) mod cr0 {
-    pub const SMMUEN: u32 = 1 << 0;
-    pub const PRIQEN: u32 = 1 << 1;
-    pub const EVENTQEN: u32 = 1 << 2;
-    pub const CMDQEN: u32 = 1 << 3;
-    pub const ATSCHK: u32 = 1 << 4;
-    pub const VMW: u32 = 7 << 6;
-    pub const WRITABLE: u32 = SMMUEN | PRIQEN | EVENTQEN | CMDQEN | ATSCHK | VMW;
+    use super::{m, Cr0};
+    pub const SMMUEN: u32 = m(Cr0::SMMUEN);
+    pub const PRIQEN: u32 = m(Cr0::PRIQEN);
+    pub const EVENTQEN: u32 = m(Cr0::EVENTQEN);
+    pub const CMDQEN: u32 = m(Cr0::CMDQEN);
+    pub const WRITABLE: u32 = SMMUEN | PRIQEN | EVENTQEN | CMDQEN | m(Cr0::ATSCHK) | m(Cr0::VMW);
 }
 
 /// GERROR/GERRORN bits (§6.3.15, §6.3.16).
 pub(super) mod gerror {
-    pub const CMDQ_ERR: u32 = 1 << 0;
-    pub const EVENTQ_ABT_ERR: u32 = 1 << 2;
-    pub const PRIQ_ABT_ERR: u32 = 1 << 3;
-    pub const MSI_CMDQ_ABT_ERR: u32 = 1 << 4;
-    pub const MSI_EVENTQ_ABT_ERR: u32 = 1 << 5;
-    pub const MSI_PRIQ_ABT_ERR: u32 = 1 << 6;
-    pub const MSI_GERROR_ABT_ERR: u32 = 1 << 7;
-    pub const SFM_ERR: u32 = 1 << 8;
+    use super::{m, Gerror};
+    pub const CMDQ_ERR: u32 = m(Gerror::CMDQ_ERR);
+    pub const EVENTQ_ABT_ERR: u32 = m(Gerror::EVENTQ_ABT_ERR);
+    pub const PRIQ_ABT_ERR: u32 = m(Gerror::PRIQ_ABT_ERR);
+    /// The errors an SMMUv3.1 without MSIs-on-error extensions reports.
     pub const ALL: u32 = CMDQ_ERR
         | EVENTQ_ABT_ERR
         | PRIQ_ABT_ERR
-        | MSI_CMDQ_ABT_ERR
-        | MSI_EVENTQ_ABT_ERR
-        | MSI_PRIQ_ABT_ERR
-        | MSI_GERROR_ABT_ERR
-        | SFM_ERR;
+        | m(Gerror::MSI_CMDQ_ABT_ERR)
+        | m(Gerror::MSI_EVENTQ_ABT_ERR)
+        | m(Gerror::MSI_PRIQ_ABT_ERR)
+        | m(Gerror::MSI_GERROR_ABT_ERR)
+        | m(Gerror::SFM_ERR);
 }
 
-/// EVENTQ_PROD.OVFLG / EVENTQ_CONS.OVACKFLG (and the PRI queue's), bit 31.
-pub(super) const OVFLG: u32 = 1 << 31;
-/// CMDQ_CONS.ERR, bits 30:24.
-pub(super) const CONS_ERR_MASK: u32 = 0x7F << 24;
-/// GBPA.UPDATE (bit 31) and ABORT (bit 20); the other fields (§6.3.14).
-const GBPA_UPDATE: u32 = 1 << 31;
-const GBPA_ABORT: u32 = 1 << 20;
-const GBPA_FIELDS: u32 = 0x0F | 1 << 4 | 0xF << 8 | 3 << 12 | 3 << 16 | 3 << 18 | GBPA_ABORT;
+/// EVENTQ_PROD.OVFLG / EVENTQ_CONS.OVACKFLG (and the PRI queue's).
+pub(super) const OVFLG: u32 = m(QueueIndex::OVFLG);
+/// CMDQ_CONS.ERR.
+pub(super) const CONS_ERR_MASK: u32 = m(QueueIndex::ERR);
+/// GBPA.UPDATE and ABORT; the fields an update copies (§6.3.14).
+const GBPA_UPDATE: u32 = m(Gbpa::UPDATE);
+const GBPA_ABORT: u32 = m(Gbpa::ABORT);
+const GBPA_FIELDS: u32 = m(Gbpa::MEMATTR)
+    | m(Gbpa::MTCFG)
+    | m(Gbpa::ALLOCCFG)
+    | m(Gbpa::SHCFG)
+    | m(Gbpa::PRIVCFG)
+    | m(Gbpa::INSTCFG)
+    | GBPA_ABORT;
 /// Reset value of GBPA: SHCFG = 0b01 (use incoming), bypass (§6.3.14).
 const GBPA_RESET: u32 = 1 << 12;
 
@@ -87,6 +95,22 @@ impl Queue {
 
     fn index_mask(&self, max: u32) -> u32 {
         (2u32 << self.log2(max)) - 1
+    }
+
+    /// Whether the queue is full (same index, different wrap flags, §3.5).
+    pub fn full(&self, log2: u32) -> bool {
+        iommu_format::smmuv3::regs::queue_full(QueueIndex([self.prod as u64]), QueueIndex([self.cons as u64]), log2)
+    }
+
+    /// Whether the queue is empty (same index and wrap flag).
+    pub fn empty(&self, log2: u32) -> bool {
+        iommu_format::smmuv3::regs::queue_empty(QueueIndex([self.prod as u64]), QueueIndex([self.cons as u64]), log2)
+    }
+
+    /// `index` advanced by one entry (wrap toggled at the end); ERR and
+    /// OVFLG kept.
+    pub fn next(index: u32, log2: u32) -> u32 {
+        QueueIndex([index as u64]).incremented(log2).0[0] as u32
     }
 }
 

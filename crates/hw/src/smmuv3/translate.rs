@@ -14,7 +14,7 @@ use iommu_cache::{mix, CacheKey};
 use iommu_format::smmuv3::desc::Granule;
 use iommu_format::smmuv3::event::{Event, FaultClass};
 use iommu_format::smmuv3::ste::SteConfig;
-use iommu_types::{Access, PhysMem, StreamId, SubstreamId};
+use iommu_types::{Access, InterruptSink, PhysMem, StreamId, SubstreamId};
 use iommu_walk::smmuv3::cd::{self, CdFault, CdLookup};
 use iommu_walk::smmuv3::config::{decode_cd, decode_ste, S2Cfg};
 use iommu_walk::smmuv3::page::{s1_walk, s2_walk, select_half};
@@ -23,7 +23,6 @@ use iommu_walk::smmuv3::strtab::{fetch_ste, ste_address, StrtabCfg};
 use iommu_walk::smmuv3::{CdCfg, ConfigFault, Perms, StreamCfg, TransFault, TransFaultKind};
 
 use super::Smmu;
-use iommu_types::InterruptSink;
 
 /// One transaction presented to the SMMU (never crossing a 4 KiB page).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,14 +101,10 @@ pub(crate) struct TlbEntry {
     pub s1: Perms,
     /// Stage-2 permissions (all for stage-1 entries).
     pub s2: Perms,
-    /// Record stage-2 faults found on a hit (STE.S2R when filled).
-    pub s2_record: bool,
-    /// Record stage-1 faults found on a hit (CD.R when filled).
-    pub s1_record: bool,
-    /// Stall stage-1 faults found on a hit (CD.S and not STE.S1STALLD).
-    pub s1_stall: bool,
-    /// Stall stage-2 faults found on a hit (STE.S2S).
-    pub s2_stall: bool,
+    /// What a stage-1 permission fault found on a hit does (CD.R, CD.S).
+    pub s1_fault: Disposition,
+    /// What a stage-2 permission fault found on a hit does (STE.S2R, S2S).
+    pub s2_fault: Disposition,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,8 +155,8 @@ pub(super) enum Fail {
 }
 
 /// Whether a translation fault is recorded, and whether it stalls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Disposition {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Disposition {
     record: bool,
     stall: bool,
 }
@@ -180,6 +175,11 @@ impl Disposition {
     fn s2(s2: &S2Cfg, f: &TransFault) -> Self {
         let eabt = f.kind == TransFaultKind::WalkEabt;
         Self { record: eabt || s2.record, stall: !eabt && s2.stall }
+    }
+
+    /// For a permission fault on a TLB hit under `s2`.
+    fn s2_permission(s2: &S2Cfg) -> Self {
+        Self { record: s2.record, stall: s2.stall }
     }
 
     fn of(s: &StreamCfg, cd: Option<&CdCfg>, f: &TransFault) -> Self {
@@ -346,7 +346,7 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             if let Some(e) = self.tlb.lookup(&key) {
                 if !e.s2.allows(access) {
                     let f = TransFault::s2(TransFaultKind::Permission, FaultClass::In, ipa);
-                    return Err(Fail::Trans(f, Disposition { record: e.s2_record, stall: e.s2_stall }));
+                    return Err(Fail::Trans(f, e.s2_fault));
                 }
                 return Ok(Translated { pa: e.out | (ipa & ((1u64 << shift) - 1)), tlb_hit: true });
             }
@@ -361,10 +361,8 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             ipa: ipa & !((1u64 << shift) - 1),
             s1: Perms::ALL,
             s2: o.perms,
-            s2_record: s2.record,
-            s1_record: true,
-            s1_stall: false,
-            s2_stall: s2.stall,
+            s1_fault: Disposition::RECORD,
+            s2_fault: Disposition::s2_permission(s2),
         };
         self.tlb.fill(key, s.vmid, None, entry);
         if !o.perms.allows(access) {
@@ -396,14 +394,15 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
         let o1 = s1_walk(&self.mem, cd, half, &t, va, s.s2.as_ref(), &mut refs)
             .map_err(|f| Fail::Trans(f, Disposition::of(s, Some(cd), &f)))?;
         let ipa = o1.oa | (va & ((1u64 << o1.shift) - 1));
-        let (out_base, shift, s2p, s2_record) = match &s.s2 {
-            None => (o1.oa, o1.shift, Perms::ALL, true),
+        let (out_base, shift, s2p, s2_fault) = match &s.s2 {
+            None => (o1.oa, o1.shift, Perms::ALL, Disposition::RECORD),
             Some(s2) => {
                 let o2 = s2_walk(&self.mem, s2, ipa, FaultClass::In, &mut refs)
                     .map_err(|f| Fail::Trans(f, Disposition::s2(s2, &f)))?;
+                // A combined entry covers the smaller of the two leaves.
                 let shift = o1.shift.min(o2.shift);
                 let pa = o2.pa | (ipa & ((1u64 << o2.shift) - 1));
-                (pa & !((1u64 << shift) - 1), o2.shift.min(o1.shift), o2.perms, s2.record)
+                (pa & !((1u64 << shift) - 1), shift, o2.perms, Disposition::s2_permission(s2))
             }
         };
         let entry = TlbEntry {
@@ -411,10 +410,8 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             ipa: ipa & !((1u64 << shift) - 1),
             s1: o1.perms,
             s2: s2p,
-            s2_record,
-            s1_record: cd.record,
-            s1_stall: cd.stall && !s.s1_stall_disabled,
-            s2_stall: s.s2.as_ref().is_some_and(|s2| s2.stall),
+            s1_fault: Disposition { record: cd.record, stall: cd.stall && !s.s1_stall_disabled },
+            s2_fault,
         };
         let asid = if o1.global { NO_ASID } else { cd.asid as u32 };
         let space = (!o1.global).then_some(cd.asid as u32);
@@ -433,12 +430,11 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
 fn check_entry(e: &TlbEntry, access: Access, va: u64, shift: u8) -> Result<u64, Fail> {
     let off = va & ((1u64 << shift) - 1);
     if !e.s1.allows(access) {
-        let d = Disposition { record: e.s1_record, stall: e.s1_stall };
-        return Err(Fail::Trans(TransFault::s1(TransFaultKind::Permission), d));
+        return Err(Fail::Trans(TransFault::s1(TransFaultKind::Permission), e.s1_fault));
     }
     if !e.s2.allows(access) {
         let f = TransFault::s2(TransFaultKind::Permission, FaultClass::In, e.ipa | off);
-        return Err(Fail::Trans(f, Disposition { record: e.s2_record, stall: e.s2_stall }));
+        return Err(Fail::Trans(f, e.s2_fault));
     }
     Ok(e.out | off)
 }

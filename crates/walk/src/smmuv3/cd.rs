@@ -4,7 +4,7 @@
 //! the CD address are IPAs: each is translated by stage 2 with class CD
 //! before it is read.
 
-use iommu_format::smmuv3::cd::{Cd, L1Cd, S1Fmt};
+use iommu_format::smmuv3::cd::{Cd, L1Cd};
 use iommu_format::smmuv3::event::FaultClass;
 use iommu_format::smmuv3::ste::S1Dss;
 use iommu_types::{Access, Hpa, PhysMem, SubstreamId};
@@ -108,9 +108,4 @@ pub fn lookup<M: PhysMem + ?Sized>(
     *refs += 1;
     mem.read(Hpa::new(cd_pa), &mut b).map_err(|_| CdFault::Config(ConfigFault::CdFetch { addr: cd_pa }))?;
     Ok(CdLookup::Cd { cd: Cd::from_bytes(&b), addr: cd_pa, ssid: index as u32 })
-}
-
-/// Whether `fmt` is a 2-level format (for callers sizing tables).
-pub const fn is_two_level(fmt: S1Fmt) -> bool {
-    !matches!(fmt, S1Fmt::Linear)
 }

@@ -165,14 +165,13 @@ fn walk<M: PhysMem + ?Sized>(
             _ => entry,
         };
         *refs += 1;
-        let desc = mem
-            .read_u64(Hpa::new(entry_pa))
-            .map_err(|_| TransFault { fetch_addr: entry_pa, class: FaultClass::Tt, ..fault(TransFaultKind::WalkEabt) })
-            .map_err(|f| match stage {
-                // Stage-2 walk aborts are reported with the class of the access being translated.
-                Walker::S2 { class, .. } => TransFault { class: *class, ..f },
-                Walker::S1 { .. } => f,
-            })?;
+        // A stage-1 table fetch abort is of class TT; a stage-2 one keeps
+        // the class of the access being translated.
+        let desc = mem.read_u64(Hpa::new(entry_pa)).map_err(|_| {
+            let f = fault(TransFaultKind::WalkEabt);
+            let class = if f.s2 { f.class } else { FaultClass::Tt };
+            TransFault { fetch_addr: entry_pa, class, ..f }
+        })?;
         if desc & 1 == 0 {
             return Err(fault(TransFaultKind::Translation));
         }

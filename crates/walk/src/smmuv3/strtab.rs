@@ -1,5 +1,6 @@
 //! StreamID → STE (SMMUv3 §3.3.1, §5.1, §6.3.24 STRTAB_BASE_CFG).
 
+use iommu_format::smmuv3::regs::{effective_split, StrtabFmt};
 use iommu_format::smmuv3::ste::{L1Std, Ste};
 use iommu_types::{Hpa, PhysMem, StreamId};
 
@@ -24,12 +25,8 @@ impl StrtabCfg {
     /// 8 or 10 behaves as 6; FMT values other than 0b01 are linear.
     pub fn decode(base: u64, cfg: u64, sid_bits: u32, two_level: bool) -> Self {
         let log2size = ((cfg & 0x3F) as u32).min(sid_bits);
-        let split = match (cfg >> 6) & 0x1F {
-            s @ (6 | 8 | 10) => s as u32,
-            _ => 6,
-        };
-        let fmt2 = two_level && (cfg >> 16) & 3 == 1;
-        Self { base, log2size, split: fmt2.then_some(split) }
+        let fmt2 = two_level && StrtabFmt::effective(cfg >> 16) == StrtabFmt::TwoLevel;
+        Self { base, log2size, split: fmt2.then_some(effective_split(cfg >> 6)) }
     }
 }
 
