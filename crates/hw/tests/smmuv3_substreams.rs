@@ -229,6 +229,24 @@ fn s1dss_substream0_gives_cd0_to_untagged_and_refuses_tagged_ssid0() {
     assert_eq!(r.dma(ssid(3), 0x1000_0000, Access::READ), Ok(DATA + 0x3000));
 }
 
+#[test]
+fn cfgi_cd_of_cd0_refreshes_untagged_transactions_under_s1dss_substream0_only() {
+    let mut r = linear_cds(4, 2, 2);
+    assert_eq!(r.dma(None, 0x1000_0000, Access::READ), Ok(DATA));
+    assert_eq!(r.dma(ssid(1), 0x1000_0000, Access::READ), Ok(DATA + 0x1000));
+    // Rewrite CD 0 and CD 1 to use CD 3's tables under fresh ASIDs.
+    let root3 = r.mem().read_u64(Hpa::new(CDS + 64 * 3 + 8)).unwrap() & 0xFFFF_FFFF_FFF0;
+    r.write_cd(CDS, cd(200, root3));
+    r.write_cd(CDS + 64, cd(201, root3));
+    // Without CFGI both keep their cached CD (SMMUv3 §16.2 permits it).
+    assert_eq!(r.dma(None, 0x1000_0000, Access::READ), Ok(DATA));
+    // CFGI_CD names CD 0, which untagged transactions use here (§5.2 S1DSS).
+    let sub0 = SubstreamId::try_new(0).unwrap();
+    r.cmds(&[Command::CfgiCd { sid: SID, ssid: sub0, leaf: true }]);
+    assert_eq!(r.dma(None, 0x1000_0000, Access::READ), Ok(DATA + 0x3000));
+    assert_eq!(r.dma(ssid(1), 0x1000_0000, Access::READ), Ok(DATA + 0x1000), "CD 1 stays cached");
+}
+
 /// 2-level CD table (S1Fmt) with `split`-bit leaves: SSID `s` uses L1
 /// entry s >> split; only the leaf for `present` exists.
 fn two_level(fmt: u64, split: u32, present: u32) -> Rig {

@@ -72,14 +72,14 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
         }
         let page = addr & !0xFFF;
         let req = |access| Request { sid, ssid, addr: page, access };
-        let s = match self.stream(sid, &ctl) {
-            Ok(s) => s,
+        let c = match self.resolve(sid, ssid, &ctl) {
+            Ok(c) => c,
             Err(f) => {
                 self.report(f, &req(Access::READ), Access::READ, &ctl);
                 return AtsCompletion::Unsupported;
             }
         };
-        if !s.eats {
+        if !c.stream.eats {
             let mut e = Event::new(EventId::FBadAtsTreq, sid);
             e.ssid = ssid;
             e.input_addr = page;
@@ -87,7 +87,9 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             self.record_event(&e);
             return AtsCompletion::Unsupported;
         }
-        let probe = |access: Access| self.translate_stream(&s, &req(access), access).ok();
+        // Translation faults answer the request without access and are not
+        // recorded (§3.9.1); configuration faults were recorded above.
+        let probe = |access: Access| self.translate_ctx(&c, page, access).ok();
         let (r, w) = (probe(Access::READ), probe(Access::WRITE));
         let Some(pa) = r.or(w).map(|t| t.pa & !0xFFF) else {
             return AtsCompletion::NoAccess;

@@ -7,6 +7,8 @@
 //! GERROR.CMDQ_ERR; software fixes the queue and acknowledges through
 //! GERRORN, which restarts consumption.
 
+use std::sync::atomic::Ordering;
+
 use iommu_format::smmuv3::cmd::{Command, ResumeAction, SyncCompletion, TlbiRange};
 use iommu_format::smmuv3::regs::CmdqError;
 use iommu_types::{Hpa, InterruptSink, Msi, PhysMem};
@@ -99,6 +101,7 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             Command::CfgiSte { sid, .. } => {
                 self.ste_cache.invalidate_where(|k, _, _| k.0 == sid.0);
                 self.cd_cache.invalidate_where(|k, _, _| k.sid == sid.0);
+                self.ctx_cache.invalidate_where(|k, _, _| k.sid == sid.0);
             }
             Command::CfgiSteRange { sid, range } => {
                 let n = range as u32 + 1;
@@ -106,12 +109,15 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
                 let hit = |s: u32| n >= 32 || (s & !((1u32 << n) - 1)) == base;
                 self.ste_cache.invalidate_where(|k, _, _| hit(k.0));
                 self.cd_cache.invalidate_where(|k, _, _| hit(k.sid));
+                self.ctx_cache.invalidate_where(|k, _, _| hit(k.sid));
             }
             Command::CfgiCd { sid, ssid, .. } => {
                 self.cd_cache.invalidate_where(|k, _, _| k.sid == sid.0 && k.ssid == ssid.raw());
+                self.ctx_cache.invalidate_where(|k, c, _| k.sid == sid.0 && c.cd_index == Some(ssid.raw()));
             }
             Command::CfgiCdAll { sid } => {
                 self.cd_cache.invalidate_where(|k, _, _| k.sid == sid.0);
+                self.ctx_cache.invalidate_where(|k, c, _| k.sid == sid.0 && c.cd_index.is_some());
             }
             Command::CfgiVmsPidm { .. } => {}
             Command::TlbiNhAll { vmid } => {
@@ -140,7 +146,10 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             Command::TlbiS12Vmall { vmid } => {
                 self.tlb.invalidate_where(|k, _, _| k.vmid == vmid);
             }
-            Command::TlbiNsnhAll => self.tlb.invalidate_all(),
+            Command::TlbiNsnhAll => {
+                self.tlb.invalidate_all();
+                self.tlb_has_global.store(false, Ordering::Relaxed);
+            }
             Command::TlbiEl2All
             | Command::TlbiEl2Asid { .. }
             | Command::TlbiEl2Va { .. }

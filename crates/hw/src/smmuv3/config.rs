@@ -27,10 +27,13 @@ mod idr0 {
     pub const S1P: u32 = 1 << 1;
     pub const TTF_AARCH64: u32 = 0b10 << 2;
     pub const COHACC: u32 = 1 << 4;
+    pub const BTM: u32 = 1 << 5;
+    pub const HYP: u32 = 1 << 9;
     pub const ATS: u32 = 1 << 10;
     pub const ASID16: u32 = 1 << 12;
     pub const MSI: u32 = 1 << 13;
     pub const PRI: u32 = 1 << 16;
+    pub const VMW: u32 = 1 << 17;
     pub const VMID16: u32 = 1 << 18;
     pub const CD2L: u32 = 1 << 19;
     pub const TTENDIAN_LE: u32 = 0b10 << 21;
@@ -132,12 +135,22 @@ impl SmmuConfig {
             pri: i0 & idr0::PRI != 0,
             cd2l: i0 & idr0::CD2L != 0,
             st2l: (i0 >> 27) & 3 == 1,
-            hyp: i0 & (1 << 9) != 0,
+            hyp: i0 & idr0::HYP != 0,
             gran: [i5 & (1 << 4) != 0, i5 & (1 << 5) != 0, i5 & (1 << 6) != 0],
             vmid16: i0 & idr0::VMID16 != 0,
             asid16: i0 & idr0::ASID16 != 0,
             xnx: self.idr[3] & (1 << 4) != 0,
         }
+    }
+
+    /// Broadcast TLB maintenance (IDR0.BTM): CR2.PTM exists.
+    pub const fn btm(&self) -> bool {
+        self.idr[0] & idr0::BTM != 0
+    }
+
+    /// VMID wildcards (IDR0.VMW): CR0.VMW exists.
+    pub const fn vmw(&self) -> bool {
+        self.idr[0] & idr0::VMW != 0
     }
 
     /// Largest command-queue LOG2SIZE (IDR1.CMDQS).

@@ -5,7 +5,7 @@
 //!                          │          STRTAB_BASE(_CFG), queue registers
 //!                          ├─▶ cmdq: commands → config caches, TLB, ATC, PRI
 //!                          │         responses, stall resumption
-//!  device transaction ──▶ translate: STE cache → CD cache → TLB
+//!  device transaction ──▶ translate: context cache (STE + CD) → TLB
 //!                          │   miss: lookups and walks (iommu-walk) → fill
 //!                          └── fault: event_log (event queue in memory), stall
 //!  ATS endpoint ──▶ ats: translation requests, ATC   PRI ──▶ page_req: PRI queue
@@ -26,7 +26,7 @@ mod stall;
 mod translate;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use iommu_cache::{CacheStats, Policy, TaggedCache};
@@ -42,7 +42,7 @@ pub use translate::{Request, Terminated, Translated};
 
 use ats::{AtcEntry, AtcKey};
 use regfile::Regs;
-use translate::{CdKey, SidKey, TlbEntry, TlbKey};
+use translate::{CdKey, CtxKey, ResolvedCtx, SidKey, TlbEntry, TlbKey};
 
 /// The translation-relevant register state, published to `translate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,12 @@ pub struct Smmu<M, I> {
     strtab_base: AtomicU64,
     ste_cache: TaggedCache<SidKey, StreamCfg>,
     cd_cache: TaggedCache<CdKey, CdCfg>,
+    /// (StreamID, SubstreamID) → STE and CD, derived from the two above.
+    ctx_cache: TaggedCache<CtxKey, ResolvedCtx>,
     tlb: TaggedCache<TlbKey, TlbEntry>,
+    /// Some global (nG = 0) stage-1 entry may be in the TLB; until one is
+    /// filled, lookups skip the global probe. Cleared when the TLB is.
+    tlb_has_global: AtomicBool,
     /// The endpoints' ATCs.
     atc: TaggedCache<AtcKey, AtcEntry>,
     /// What travels back to devices: PRG responses, stalled transactions
@@ -120,6 +125,8 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             strtab_base: AtomicU64::new(0),
             ste_cache: TaggedCache::new(cs, cw, Policy::Lru),
             cd_cache: TaggedCache::new(cs, cw, Policy::Lru),
+            ctx_cache: TaggedCache::new(cs, cw, Policy::Lru),
+            tlb_has_global: AtomicBool::new(false),
             tlb: TaggedCache::new(ts, tw, Policy::Lru),
             atc: TaggedCache::new(ts, tw, Policy::Lru),
             device_side: Mutex::new(DeviceSide::default()),

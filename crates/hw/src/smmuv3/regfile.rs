@@ -11,10 +11,10 @@
 use std::sync::atomic::Ordering;
 
 use iommu_format::bits::Field;
-use iommu_format::smmuv3::regs::{offset as o, Cr0, Gbpa, Gerror, QueueIndex};
+use iommu_format::smmuv3::regs::{offset as o, Cr0, Cr2, Gbpa, Gerror, IrqCtrl, QueueIndex};
 use iommu_types::{BusError, InterruptSink, PhysMem, RegisterBus, Width};
 
-use super::Smmu;
+use super::{Smmu, SmmuConfig};
 
 /// Size of the MMIO window: register pages 0 and 1 (§6.1).
 pub const REGISTER_WINDOW: u64 = 0x2_0000;
@@ -31,7 +31,37 @@ pub(super) mod cr0 {
     pub const PRIQEN: u32 = m(Cr0::PRIQEN);
     pub const EVENTQEN: u32 = m(Cr0::EVENTQEN);
     pub const CMDQEN: u32 = m(Cr0::CMDQEN);
-    pub const WRITABLE: u32 = SMMUEN | PRIQEN | EVENTQEN | CMDQEN | m(Cr0::ATSCHK) | m(Cr0::VMW);
+    pub const ATSCHK: u32 = m(Cr0::ATSCHK);
+    pub const VMW: u32 = m(Cr0::VMW);
+}
+
+/// The control bits this SMMU implements; the others are RES0 and read as
+/// zero whatever is written (§6.3.9 CR0: PRIQEN needs IDR0.PRI, ATSCHK
+/// IDR0.ATS, VMW IDR0.VMW; §6.3.12 CR2: E2H needs IDR0.HYP, PTM IDR0.BTM,
+/// REC_CFG_ATS is not implemented; §6.3.16 IRQ_CTRL: PRIQ_IRQEN needs
+/// IDR0.PRI).
+#[derive(Debug, Clone, Copy)]
+struct Writable {
+    cr0: u32,
+    cr2: u32,
+    irq_ctrl: u32,
+}
+
+impl Writable {
+    fn of(c: &SmmuConfig) -> Self {
+        let f = c.features();
+        let when = |cond: bool, bits: u32| if cond { bits } else { 0 };
+        Self {
+            cr0: cr0::SMMUEN
+                | cr0::EVENTQEN
+                | cr0::CMDQEN
+                | when(f.pri, cr0::PRIQEN)
+                | when(f.ats, cr0::ATSCHK)
+                | when(c.vmw(), cr0::VMW),
+            cr2: m(Cr2::RECINVSID) | when(f.hyp, m(Cr2::E2H)) | when(c.btm(), m(Cr2::PTM)),
+            irq_ctrl: m(IrqCtrl::GERROR_IRQEN) | m(IrqCtrl::EVENTQ_IRQEN) | when(f.pri, m(IrqCtrl::PRIQ_IRQEN)),
+        }
+    }
 }
 
 /// GERROR/GERRORN bits (§6.3.15, §6.3.16).
@@ -242,13 +272,13 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
         let msi_addr = |v: u64| v & 0x000F_FFFF_FFFF_FFFC;
         match off {
             o::CR0 => {
-                r.cr0 = v32 & cr0::WRITABLE;
+                r.cr0 = v32 & Writable::of(&c).cr0;
                 self.process_cmdq(r);
             }
             o::CR1 if !smmuen => r.cr1 = v32 & 0x3F,
-            o::CR2 if !smmuen => r.cr2 = v32 & 7,
+            o::CR2 if !smmuen => r.cr2 = v32 & Writable::of(&c).cr2,
             o::GBPA if v32 & GBPA_UPDATE != 0 => r.gbpa = v32 & GBPA_FIELDS,
-            o::IRQ_CTRL => r.irq_ctrl = v32 & 7,
+            o::IRQ_CTRL => r.irq_ctrl = v32 & Writable::of(&c).irq_ctrl,
             o::GERRORN => {
                 r.gerrorn = v32 & gerror::ALL;
                 self.process_cmdq(r);
@@ -335,5 +365,46 @@ impl<M: PhysMem, I: InterruptSink> RegisterBus for Smmu<M, I> {
             Width::W32 => self.write_reg(&mut r, off, value),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use iommu_types::{NullInterrupts, PagedMemory, RegisterBus, Width};
+
+    use super::o;
+    use crate::smmuv3::{QemuStages, Smmu, SmmuConfig};
+
+    fn write_then_read(config: SmmuConfig, off: u64, v: u64) -> u64 {
+        let smmu = Smmu::new(config, PagedMemory::new(1 << 20), NullInterrupts);
+        RegisterBus::write(&smmu, off, Width::W32, v).unwrap();
+        RegisterBus::read(&smmu, off, Width::W32).unwrap()
+    }
+
+    #[test]
+    fn cr0_bits_of_absent_features_read_as_zero() {
+        // QEMU's SMMU has no PRI, ATS or VMW: only EVENTQEN and CMDQEN stick.
+        let v = write_then_read(SmmuConfig::qemu(QemuStages::Nested), o::CR0, 0b1_1111_1110);
+        assert_eq!(v, 0b1100);
+    }
+
+    #[test]
+    fn cr0_priqen_and_atschk_stick_when_pri_and_ats_exist() {
+        let v = write_then_read(SmmuConfig::full(), o::CR0, 0b1_1110);
+        assert_eq!(v, 0b1_1110);
+    }
+
+    #[test]
+    fn cr2_keeps_only_recinvsid_without_hyp_and_btm() {
+        let v = write_then_read(SmmuConfig::qemu(QemuStages::Nested), o::CR2, 0xF);
+        assert_eq!(v, 0b10);
+    }
+
+    #[test]
+    fn irq_ctrl_priq_irqen_reads_as_zero_without_pri() {
+        let v = write_then_read(SmmuConfig::qemu(QemuStages::Nested), o::IRQ_CTRL, 0b111);
+        assert_eq!(v, 0b101);
+        let v = write_then_read(SmmuConfig::full(), o::IRQ_CTRL, 0b111);
+        assert_eq!(v, 0b111);
     }
 }

@@ -10,6 +10,8 @@
 //! GBPA.ABORT terminate silently; everything else is always recorded. A
 //! terminated transaction writes nothing and reads nothing.
 
+use std::sync::atomic::Ordering;
+
 use iommu_cache::{mix, CacheKey};
 use iommu_format::smmuv3::desc::Granule;
 use iommu_format::smmuv3::event::{Event, FaultClass};
@@ -116,6 +118,36 @@ impl CacheKey for SidKey {
     }
 }
 
+/// Key of the resolved-context cache: a StreamID and the transaction's
+/// SubstreamID ([`NO_SSID`] for an untagged transaction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CtxKey {
+    pub sid: u32,
+    pub ssid: u32,
+}
+
+/// SSID tag of an untagged transaction in a [`CtxKey`].
+pub(crate) const NO_SSID: u32 = u32::MAX;
+
+impl CacheKey for CtxKey {
+    fn set_hash(&self) -> u64 {
+        mix((self.sid as u64) << 32 | self.ssid as u64)
+    }
+}
+
+/// What a transaction's (StreamID, SubstreamID) resolves to: its STE and,
+/// under stage 1, the CD it selects. A derived view of the STE and CD
+/// caches (SMMUv3 §16.2 lets an implementation cache configuration in any
+/// form); every CFGI that drops an STE or a CD also drops the contexts
+/// built from it, so one lookup stands for two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ResolvedCtx {
+    pub stream: StreamCfg,
+    pub cd: Option<CdCfg>,
+    /// Index of `cd` in the CD table (what CFGI_CD names).
+    pub cd_index: Option<u32>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct CdKey {
     pub sid: u32,
@@ -207,14 +239,14 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             };
         }
         let mut access = req.access;
-        let r = self.stream(req.sid, &ctl).and_then(|s| {
-            if let Some(p) = s.priv_override {
+        let r = self.resolve(req.sid, req.ssid, &ctl).and_then(|c| {
+            if let Some(p) = c.stream.priv_override {
                 access.privileged = p;
             }
-            if let Some(x) = s.inst_override {
+            if let Some(x) = c.stream.inst_override {
                 access.exec = x;
             }
-            self.translate_stream(&s, req, access)
+            self.translate_ctx(&c, req.addr, access)
         });
         r.map_err(|f| self.report(f, req, access, &ctl))
     }
@@ -273,63 +305,93 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
         Ok(s)
     }
 
-    /// The CD a transaction uses, from the CD cache or the CD table.
-    fn context(&self, s: &StreamCfg, req: &Request) -> Result<Option<CdCfg>, Fail> {
-        let Some(s1) = s.s1 else { return Ok(None) };
+    /// The context of (`sid`, `ssid`): from the resolved-context cache, or
+    /// built from the STE and CD caches (or tables) and cached.
+    pub(super) fn resolve(
+        &self,
+        sid: StreamId,
+        ssid: Option<SubstreamId>,
+        ctl: &super::Ctl,
+    ) -> Result<ResolvedCtx, Fail> {
+        let key = CtxKey { sid: sid.0, ssid: ssid.map_or(NO_SSID, |s| s.raw()) };
+        if let Some(c) = self.ctx_cache.lookup(&key) {
+            return Ok(c);
+        }
+        let stream = self.stream(sid, ctl)?;
+        let (cd_index, cd) = match stream.config {
+            SteConfig::S1 | SteConfig::Nested => self.context(&stream, sid, ssid)?,
+            _ => (None, None),
+        };
+        let c = ResolvedCtx { stream, cd, cd_index };
+        self.ctx_cache.fill(key, 0, None, c);
+        Ok(c)
+    }
+
+    /// The CD a transaction uses and its index, from the CD cache or the CD
+    /// table.
+    fn context(
+        &self,
+        s: &StreamCfg,
+        sid: StreamId,
+        ssid: Option<SubstreamId>,
+    ) -> Result<(Option<u32>, Option<CdCfg>), Fail> {
+        let Some(s1) = s.s1 else { return Ok((None, None)) };
         // The cache is keyed by the CD index the transaction resolves to,
         // found (and checked against S1CDMax/S1DSS) before any lookup.
-        let Some(index) = cd::cd_index(&s1, req.ssid).map_err(Fail::Config)? else {
-            return Ok(None);
+        let Some(index) = cd::cd_index(&s1, ssid).map_err(Fail::Config)? else {
+            return Ok((None, None));
         };
-        if let Some(c) = self.cd_cache.lookup(&CdKey { sid: req.sid.0, ssid: index }) {
-            return Ok(Some(c));
+        if let Some(c) = self.cd_cache.lookup(&CdKey { sid: sid.0, ssid: index }) {
+            return Ok((Some(index), Some(c)));
         }
         let mut refs = 0;
-        match cd::lookup(&self.mem, &s1, s.s2.as_ref(), req.ssid, &mut refs) {
-            Ok(CdLookup::Bypass) => Ok(None),
+        match cd::lookup(&self.mem, &s1, s.s2.as_ref(), ssid, &mut refs) {
+            Ok(CdLookup::Bypass) => Ok((None, None)),
             Ok(CdLookup::Cd { cd, ssid, .. }) => {
                 let c = decode_cd(&cd, &self.features).map_err(Fail::Config)?;
-                self.cd_cache.fill(CdKey { sid: req.sid.0, ssid }, 0, None, c);
-                Ok(Some(c))
+                self.cd_cache.fill(CdKey { sid: sid.0, ssid }, 0, None, c);
+                Ok((Some(ssid), Some(c)))
             }
             Err(CdFault::Config(f)) => Err(Fail::Config(f)),
             Err(CdFault::Stage2(f)) => Err(Fail::Trans(f, Disposition::of(s, None, &f))),
         }
     }
 
-    pub(super) fn translate_stream(&self, s: &StreamCfg, req: &Request, access: Access) -> Result<Translated, Fail> {
+    /// Translates `addr` under a resolved context.
+    pub(super) fn translate_ctx(&self, c: &ResolvedCtx, addr: u64, access: Access) -> Result<Translated, Fail> {
         let f = self.features;
+        let s = &c.stream;
         let s1_addr_size = || Fail::Trans(TransFault::s1(TransFaultKind::AddrSize), Disposition::RECORD);
         match s.config {
             SteConfig::Abort => Err(Fail::Config(ConfigFault::SteAbort)),
             SteConfig::Bypass => {
                 // Both stages bypassed: the input must fit the OAS (§3.4.3).
-                if req.addr >> f.oas_bits != 0 {
+                if addr >> f.oas_bits != 0 {
                     return Err(s1_addr_size());
                 }
-                Ok(Translated { pa: req.addr, tlb_hit: false })
+                Ok(Translated { pa: addr, tlb_hit: false })
             }
             SteConfig::S2 => {
                 // Stage 1 bypassed: an input beyond the IAS is a stage-1
                 // address size fault (§3.4.3), recorded without a CD.R.
-                if req.addr >> f.ias_bits() != 0 {
+                if addr >> f.ias_bits() != 0 {
                     return Err(s1_addr_size());
                 }
-                self.stage2_only(s, req.addr, access)
+                self.stage2_only(s, addr, access)
             }
-            SteConfig::S1 | SteConfig::Nested => match self.context(s, req)? {
+            SteConfig::S1 | SteConfig::Nested => match &c.cd {
                 None => {
                     // S1DSS bypass for an untagged transaction.
-                    if req.addr >> f.ias_bits() != 0 {
+                    if addr >> f.ias_bits() != 0 {
                         return Err(s1_addr_size());
                     }
                     if s.s2.is_some() {
-                        self.stage2_only(s, req.addr, access)
+                        self.stage2_only(s, addr, access)
                     } else {
-                        Ok(Translated { pa: req.addr, tlb_hit: false })
+                        Ok(Translated { pa: addr, tlb_hit: false })
                     }
                 }
-                Some(cd) => self.stage1(s, &cd, req.addr, access),
+                Some(cd) => self.stage1(s, cd, addr, access),
             },
         }
     }
@@ -382,8 +444,11 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
         if let Some(s2) = &s.s2 {
             leaf_shifts(s2.tables.granule, &mut shifts, &mut n);
         }
+        // Global entries are probed only once any has been filled.
+        let tags = [cd.asid as u32, NO_ASID];
+        let tags = if self.tlb_has_global.load(Ordering::Relaxed) { &tags[..] } else { &tags[..1] };
         for &shift in &shifts[..n] {
-            for asid in [cd.asid as u32, NO_ASID] {
+            for &asid in tags {
                 let key = TlbKey { kind, vmid: s.vmid, asid, page: tag >> shift, shift };
                 if let Some(e) = self.tlb.lookup(&key) {
                     return check_entry(&e, access, va, shift).map(|pa| Translated { pa, tlb_hit: true });
@@ -413,7 +478,12 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             s1_fault: Disposition { record: cd.record, stall: cd.stall && !s.s1_stall_disabled },
             s2_fault,
         };
-        let asid = if o1.global { NO_ASID } else { cd.asid as u32 };
+        let asid = if o1.global {
+            self.tlb_has_global.store(true, Ordering::Relaxed);
+            NO_ASID
+        } else {
+            cd.asid as u32
+        };
         let space = (!o1.global).then_some(cd.asid as u32);
         self.tlb.fill(
             TlbKey { kind, vmid: s.vmid, asid, page: tag >> shift, shift: shift as u8 },
