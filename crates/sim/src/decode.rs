@@ -1,11 +1,12 @@
 //! The structure decoder behind `iommu-sim decode KIND HEX`: hex words in,
-//! a field-by-field reading of one VT-d structure or register out.
+//! a field-by-field reading of one VT-d or SMMUv3 structure or register out.
 //!
-//! Every kind is one raw layout of `iommu_format::vtd` ([`kinds`] lists
-//! them, [`list`] prints the table for `decode --list`). [`decode`] reads the
-//! field table the format crate declares, flags the reserved bits that are
-//! set, and adds the reading of the format crate's typed decoder where one
-//! exists. Decoding never panics; bad input is a [`DecodeError`].
+//! Every kind is one raw layout of `iommu_format::vtd` or
+//! `iommu_format::smmuv3` ([`kinds`] lists them, [`list`] prints the table
+//! for `decode --list`); SMMUv3 kinds are named `smmu-*`. [`decode`] reads
+//! the field table the format crate declares, flags the reserved bits that
+//! are set, and adds the reading of the format crate's typed decoder where
+//! one exists. Decoding never panics; bad input is a [`DecodeError`].
 //!
 //! # Input (HEX)
 //!
@@ -36,6 +37,17 @@
 //! * Invalidation descriptors claim every bit in the raw layout; the
 //!   per-type reserved bits come from the typed decoder, which reports the
 //!   first offending qword only (VT-d §6.5.2).
+//! * SMMUv3 STEs and CDs are checked with the walker's validity rules
+//!   (`iommu_walk::smmuv3::config::decode_ste` and `decode_cd`) against a
+//!   full-featured SMMU (`SmmuConfig::full`), and the output says so. Bits
+//!   the STE layout leaves unnamed are flagged as reserved although the
+//!   model ignores them (SMMUv3 §5.2; see `iommu_format::smmuv3::ste`).
+//! * SMMUv3 commands show the field table of their opcode (SMMUv3 §4);
+//!   the bits outside it are RES0 (§4.1.5) and flagged. An illegal command
+//!   reads as the CERROR_ILL reason.
+//! * VMSAv8-64 descriptors (`smmu-s1-desc`, `smmu-s2-desc`) do not know
+//!   their level either, so they are read at every level (0 to 3) with a
+//!   4 KiB granule.
 //!
 //! Bit ranges are inclusive `hi:lo`, absolute within the structure (bit 64
 //! is bit 0 of qword 1), as in the spec.
@@ -44,6 +56,14 @@ use core::fmt;
 use std::fmt::Write as _;
 
 use iommu_format::bits::Field;
+use iommu_format::smmuv3::cd::{Cd, L1Cd, S1Fmt};
+use iommu_format::smmuv3::cmd::{
+    self, opcode, AtcInvCmd, CmdRaw, Command, PrefetchCmd, SyncCmd, TlbiCmd, TlbiS2IpaCmd,
+};
+use iommu_format::smmuv3::desc::{Granule, S1Desc, S2Desc, OA_MASK};
+use iommu_format::smmuv3::event::{EventRecord, FaultClass};
+use iommu_format::smmuv3::pri::{PageRequest, PriEntry};
+use iommu_format::smmuv3::ste::{L1Std, S1Dss, Ste};
 use iommu_format::vtd::context::{agaw_levels, levels_width, ContextEntry, ScalableContextEntry, TranslationType};
 use iommu_format::vtd::fault::{FaultAccess, FaultReason, FaultRecord};
 use iommu_format::vtd::inv_desc::{desc_type, InvDecodeError, InvDesc, InvDescriptor};
@@ -52,8 +72,11 @@ use iommu_format::vtd::pasid::{FirstStageCfg, PasidConfig, PasidDirEntry, PasidE
 use iommu_format::vtd::pte::{fs_reserved_bits, ss_reserved_bits, FsPte, PteRepr, SsPte, SsRules};
 use iommu_format::vtd::regs::{Cap, Caps, Ccmd, Ecap, IotlbReg, Iqa, Iva, Pqa, Rtaddr, TableMode};
 use iommu_format::vtd::root::{RootEntry, ScalableRootEntry};
+use iommu_hw::smmuv3::SmmuConfig;
 use iommu_hw::vtd::VtdConfig;
 use iommu_types::PageSize;
+use iommu_walk::smmuv3::config::{decode_cd, decode_ste, TableCfg};
+use iommu_walk::smmuv3::{ConfigFault, Features};
 use serde_json::{json, Value};
 
 /// Most hex digits in one word.
@@ -72,14 +95,47 @@ pub struct KindInfo {
     pub description: &'static str,
     /// Spec section the layout follows.
     pub cite: &'static str,
-    /// The `iommu_format::vtd` raw type behind the kind.
+    /// The raw type behind the kind, as a path below `iommu_format`
+    /// (`vtd::root::RootEntry`, `smmuv3::ste::Ste`).
     pub structure: &'static str,
-    fields: &'static [Field],
+    fields: Table,
     reserved: &'static [u64],
-    /// Whether fields starting at bit 12 of a word are addresses (not for
-    /// invalidation descriptors, whose raw fields are type-specific bits).
-    addresses: bool,
+    /// Which fields are shown as addresses too.
+    addresses: Addresses,
     interpret: fn(&[u64]) -> Typed,
+}
+
+/// Where a kind's field table comes from.
+#[derive(Clone, Copy)]
+enum Table {
+    /// One table for every input.
+    Fixed(&'static [Field]),
+    /// A table chosen by the words (SMMUv3 commands: by opcode).
+    ByWords(fn(&[u64]) -> &'static [Field]),
+}
+
+/// Which fields of a kind hold addresses (shown in place as well).
+#[derive(Clone, Copy)]
+enum Addresses {
+    /// None (invalidation descriptors, whose raw fields are type-specific
+    /// bits).
+    None,
+    /// Every field starting at bit 12 of a word, at least 20 bits wide: the
+    /// 4 KiB-aligned pointers of VT-d.
+    Page,
+    /// Exactly these fields (SMMUv3 pointers are aligned to 4, 8, 16 or 64
+    /// bytes as well as 4 KiB).
+    Named(&'static [Field]),
+}
+
+impl Addresses {
+    fn includes(self, f: &Field) -> bool {
+        match self {
+            Addresses::None => false,
+            Addresses::Page => is_address(f),
+            Addresses::Named(list) => list.contains(f),
+        }
+    }
 }
 
 impl KindInfo {
@@ -116,16 +172,16 @@ impl Typed {
     }
 }
 
-static KINDS: [KindInfo; 20] = [
+static KINDS: [KindInfo; 29] = [
     KindInfo {
         name: "root",
         size: RootEntry::SIZE,
         description: "legacy-mode root entry",
         cite: "VT-d §9.1",
-        structure: "root::RootEntry",
-        fields: RootEntry::FIELDS,
+        structure: "vtd::root::RootEntry",
+        fields: Table::Fixed(RootEntry::FIELDS),
         reserved: &RootEntry::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: root,
     },
     KindInfo {
@@ -133,10 +189,10 @@ static KINDS: [KindInfo; 20] = [
         size: ScalableRootEntry::SIZE,
         description: "scalable-mode root entry (lower and upper context tables)",
         cite: "VT-d §9.2",
-        structure: "root::ScalableRootEntry",
-        fields: ScalableRootEntry::FIELDS,
+        structure: "vtd::root::ScalableRootEntry",
+        fields: Table::Fixed(ScalableRootEntry::FIELDS),
         reserved: &ScalableRootEntry::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: sm_root,
     },
     KindInfo {
@@ -144,10 +200,10 @@ static KINDS: [KindInfo; 20] = [
         size: ContextEntry::SIZE,
         description: "legacy-mode context entry",
         cite: "VT-d §9.3",
-        structure: "context::ContextEntry",
-        fields: ContextEntry::FIELDS,
+        structure: "vtd::context::ContextEntry",
+        fields: Table::Fixed(ContextEntry::FIELDS),
         reserved: &ContextEntry::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: context,
     },
     KindInfo {
@@ -155,10 +211,10 @@ static KINDS: [KindInfo; 20] = [
         size: ScalableContextEntry::SIZE,
         description: "scalable-mode context entry",
         cite: "VT-d §9.4",
-        structure: "context::ScalableContextEntry",
-        fields: ScalableContextEntry::FIELDS,
+        structure: "vtd::context::ScalableContextEntry",
+        fields: Table::Fixed(ScalableContextEntry::FIELDS),
         reserved: &ScalableContextEntry::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: sm_context,
     },
     KindInfo {
@@ -166,10 +222,10 @@ static KINDS: [KindInfo; 20] = [
         size: PasidDirEntry::SIZE,
         description: "scalable-mode PASID directory entry",
         cite: "VT-d §9.5",
-        structure: "pasid::PasidDirEntry",
-        fields: PasidDirEntry::FIELDS,
+        structure: "vtd::pasid::PasidDirEntry",
+        fields: Table::Fixed(PasidDirEntry::FIELDS),
         reserved: &PasidDirEntry::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: pasid_dir,
     },
     KindInfo {
@@ -177,10 +233,10 @@ static KINDS: [KindInfo; 20] = [
         size: PasidEntry::SIZE,
         description: "scalable-mode PASID table entry",
         cite: "VT-d §9.6",
-        structure: "pasid::PasidEntry",
-        fields: PasidEntry::FIELDS,
+        structure: "vtd::pasid::PasidEntry",
+        fields: Table::Fixed(PasidEntry::FIELDS),
         reserved: &PasidEntry::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: pasid,
     },
     KindInfo {
@@ -188,10 +244,10 @@ static KINDS: [KindInfo; 20] = [
         size: FsPte::SIZE,
         description: "first-stage paging entry (PML5E, PML4E, PDPE, PDE, PTE)",
         cite: "VT-d §9.7",
-        structure: "pte::FsPte",
-        fields: FsPte::FIELDS,
+        structure: "vtd::pte::FsPte",
+        fields: Table::Fixed(FsPte::FIELDS),
         reserved: &FsPte::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: fs_pte,
     },
     KindInfo {
@@ -199,10 +255,10 @@ static KINDS: [KindInfo; 20] = [
         size: SsPte::SIZE,
         description: "second-stage paging entry",
         cite: "VT-d §9.8",
-        structure: "pte::SsPte",
-        fields: SsPte::FIELDS,
+        structure: "vtd::pte::SsPte",
+        fields: Table::Fixed(SsPte::FIELDS),
         reserved: &SsPte::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: ss_pte,
     },
     KindInfo {
@@ -210,10 +266,10 @@ static KINDS: [KindInfo; 20] = [
         size: InvDesc::SIZE,
         description: "invalidation descriptor, 256-bit queue (IQA.DW=1)",
         cite: "VT-d §6.5.2",
-        structure: "inv_desc::InvDesc",
-        fields: InvDesc::FIELDS,
+        structure: "vtd::inv_desc::InvDesc",
+        fields: Table::Fixed(InvDesc::FIELDS),
         reserved: &InvDesc::RESERVED,
-        addresses: false,
+        addresses: Addresses::None,
         interpret: inv_desc_256,
     },
     KindInfo {
@@ -221,10 +277,10 @@ static KINDS: [KindInfo; 20] = [
         size: 16,
         description: "invalidation descriptor, 128-bit queue (IQA.DW=0)",
         cite: "VT-d §6.5.2",
-        structure: "inv_desc::InvDesc",
-        fields: InvDesc::FIELDS,
+        structure: "vtd::inv_desc::InvDesc",
+        fields: Table::Fixed(InvDesc::FIELDS),
         reserved: &InvDesc::RESERVED,
-        addresses: false,
+        addresses: Addresses::None,
         interpret: inv_desc_128,
     },
     KindInfo {
@@ -232,10 +288,10 @@ static KINDS: [KindInfo; 20] = [
         size: FaultRecord::SIZE,
         description: "fault recording register",
         cite: "VT-d §11.4.14",
-        structure: "fault::FaultRecord",
-        fields: FaultRecord::FIELDS,
+        structure: "vtd::fault::FaultRecord",
+        fields: Table::Fixed(FaultRecord::FIELDS),
         reserved: &FaultRecord::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: fault_record,
     },
     KindInfo {
@@ -243,10 +299,10 @@ static KINDS: [KindInfo; 20] = [
         size: PageRequestDesc::SIZE,
         description: "page request descriptor (page request queue entry)",
         cite: "VT-d §7.5.1",
-        structure: "page_req::PageRequestDesc",
-        fields: PageRequestDesc::FIELDS,
+        structure: "vtd::page_req::PageRequestDesc",
+        fields: Table::Fixed(PageRequestDesc::FIELDS),
         reserved: &PageRequestDesc::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: page_request,
     },
     KindInfo {
@@ -254,10 +310,10 @@ static KINDS: [KindInfo; 20] = [
         size: Cap::SIZE,
         description: "capability register (CAP_REG)",
         cite: "VT-d §11.4.2",
-        structure: "regs::Cap",
-        fields: Cap::FIELDS,
+        structure: "vtd::regs::Cap",
+        fields: Table::Fixed(Cap::FIELDS),
         reserved: &Cap::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: cap,
     },
     KindInfo {
@@ -265,10 +321,10 @@ static KINDS: [KindInfo; 20] = [
         size: Ecap::SIZE,
         description: "extended capability register (ECAP_REG)",
         cite: "VT-d §11.4.3",
-        structure: "regs::Ecap",
-        fields: Ecap::FIELDS,
+        structure: "vtd::regs::Ecap",
+        fields: Table::Fixed(Ecap::FIELDS),
         reserved: &Ecap::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: ecap,
     },
     KindInfo {
@@ -276,10 +332,10 @@ static KINDS: [KindInfo; 20] = [
         size: Rtaddr::SIZE,
         description: "root table address register (RTADDR_REG)",
         cite: "VT-d §11.4.5",
-        structure: "regs::Rtaddr",
-        fields: Rtaddr::FIELDS,
+        structure: "vtd::regs::Rtaddr",
+        fields: Table::Fixed(Rtaddr::FIELDS),
         reserved: &Rtaddr::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: rtaddr,
     },
     KindInfo {
@@ -287,10 +343,10 @@ static KINDS: [KindInfo; 20] = [
         size: Ccmd::SIZE,
         description: "context command register (CCMD_REG)",
         cite: "VT-d §11.4.6",
-        structure: "regs::Ccmd",
-        fields: Ccmd::FIELDS,
+        structure: "vtd::regs::Ccmd",
+        fields: Table::Fixed(Ccmd::FIELDS),
         reserved: &Ccmd::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: ccmd,
     },
     KindInfo {
@@ -298,10 +354,10 @@ static KINDS: [KindInfo; 20] = [
         size: Iva::SIZE,
         description: "invalidate address register (IVA_REG)",
         cite: "VT-d §11.4.8.2",
-        structure: "regs::Iva",
-        fields: Iva::FIELDS,
+        structure: "vtd::regs::Iva",
+        fields: Table::Fixed(Iva::FIELDS),
         reserved: &Iva::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: iva,
     },
     KindInfo {
@@ -309,10 +365,10 @@ static KINDS: [KindInfo; 20] = [
         size: IotlbReg::SIZE,
         description: "IOTLB invalidate register (IOTLB_REG)",
         cite: "VT-d §11.4.8.1",
-        structure: "regs::IotlbReg",
-        fields: IotlbReg::FIELDS,
+        structure: "vtd::regs::IotlbReg",
+        fields: Table::Fixed(IotlbReg::FIELDS),
         reserved: &IotlbReg::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: iotlb_reg,
     },
     KindInfo {
@@ -320,10 +376,10 @@ static KINDS: [KindInfo; 20] = [
         size: Iqa::SIZE,
         description: "invalidation queue address register (IQA_REG)",
         cite: "VT-d §11.4.10.3",
-        structure: "regs::Iqa",
-        fields: Iqa::FIELDS,
+        structure: "vtd::regs::Iqa",
+        fields: Table::Fixed(Iqa::FIELDS),
         reserved: &Iqa::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: iqa,
     },
     KindInfo {
@@ -331,11 +387,116 @@ static KINDS: [KindInfo; 20] = [
         size: Pqa::SIZE,
         description: "page request queue address register (PQA_REG)",
         cite: "VT-d §11.4.11.3",
-        structure: "regs::Pqa",
-        fields: Pqa::FIELDS,
+        structure: "vtd::regs::Pqa",
+        fields: Table::Fixed(Pqa::FIELDS),
         reserved: &Pqa::RESERVED,
-        addresses: true,
+        addresses: Addresses::Page,
         interpret: pqa,
+    },
+    KindInfo {
+        name: "smmu-ste",
+        size: Ste::SIZE,
+        description: "SMMUv3 stream table entry",
+        cite: "SMMUv3 §5.2",
+        structure: "smmuv3::ste::Ste",
+        fields: Table::Fixed(Ste::FIELDS),
+        reserved: &Ste::RESERVED,
+        addresses: Addresses::Named(&[Ste::S1CONTEXTPTR, Ste::S2TTB]),
+        interpret: smmu_ste,
+    },
+    KindInfo {
+        name: "smmu-l1std",
+        size: L1Std::SIZE,
+        description: "SMMUv3 level-1 stream table descriptor",
+        cite: "SMMUv3 §5.1",
+        structure: "smmuv3::ste::L1Std",
+        fields: Table::Fixed(L1Std::FIELDS),
+        reserved: &L1Std::RESERVED,
+        addresses: Addresses::Named(&[L1Std::L2PTR]),
+        interpret: smmu_l1std,
+    },
+    KindInfo {
+        name: "smmu-cd",
+        size: Cd::SIZE,
+        description: "SMMUv3 context descriptor",
+        cite: "SMMUv3 §5.4",
+        structure: "smmuv3::cd::Cd",
+        fields: Table::Fixed(Cd::FIELDS),
+        reserved: &Cd::RESERVED,
+        addresses: Addresses::Named(&[Cd::TTB0, Cd::TTB1]),
+        interpret: smmu_cd,
+    },
+    KindInfo {
+        name: "smmu-l1cd",
+        size: L1Cd::SIZE,
+        description: "SMMUv3 level-1 context descriptor table entry",
+        cite: "SMMUv3 §5.3",
+        structure: "smmuv3::cd::L1Cd",
+        fields: Table::Fixed(L1Cd::FIELDS),
+        reserved: &L1Cd::RESERVED,
+        addresses: Addresses::Named(&[L1Cd::L2PTR]),
+        interpret: smmu_l1cd,
+    },
+    KindInfo {
+        name: "smmu-cmd",
+        size: CmdRaw::SIZE,
+        description: "SMMUv3 command queue entry (Non-secure queue)",
+        cite: "SMMUv3 §4",
+        structure: "smmuv3::cmd::CmdRaw",
+        fields: Table::ByWords(smmu_cmd_fields),
+        reserved: &[0, 0],
+        addresses: Addresses::Named(&[
+            PrefetchCmd::ADDR,
+            TlbiCmd::ADDR,
+            TlbiS2IpaCmd::ADDR,
+            AtcInvCmd::ADDR,
+            SyncCmd::MSIADDR,
+        ]),
+        interpret: smmu_cmd,
+    },
+    KindInfo {
+        name: "smmu-event",
+        size: EventRecord::SIZE,
+        description: "SMMUv3 event queue record",
+        cite: "SMMUv3 §7.3",
+        structure: "smmuv3::event::EventRecord",
+        fields: Table::Fixed(EventRecord::FIELDS),
+        reserved: &EventRecord::RESERVED,
+        addresses: Addresses::Named(&[EventRecord::ADDR]),
+        interpret: smmu_event,
+    },
+    KindInfo {
+        name: "smmu-pri",
+        size: PriEntry::SIZE,
+        description: "SMMUv3 PRI queue entry (page request)",
+        cite: "SMMUv3 §8",
+        structure: "smmuv3::pri::PriEntry",
+        fields: Table::Fixed(PriEntry::FIELDS),
+        reserved: &PriEntry::RESERVED,
+        addresses: Addresses::Named(&[PriEntry::ADDR]),
+        interpret: smmu_pri,
+    },
+    KindInfo {
+        name: "smmu-s1-desc",
+        size: S1Desc::SIZE,
+        description: "SMMUv3 stage-1 VMSAv8-64 translation table descriptor",
+        cite: "Arm ARM D8.3",
+        structure: "smmuv3::desc::S1Desc",
+        fields: Table::Fixed(S1Desc::FIELDS),
+        reserved: &S1Desc::RESERVED,
+        addresses: Addresses::Named(&[S1Desc::OA]),
+        interpret: smmu_s1_desc,
+    },
+    KindInfo {
+        name: "smmu-s2-desc",
+        size: S2Desc::SIZE,
+        description: "SMMUv3 stage-2 VMSAv8-64 translation table descriptor",
+        cite: "Arm ARM D8.3",
+        structure: "smmuv3::desc::S2Desc",
+        fields: Table::Fixed(S2Desc::FIELDS),
+        reserved: &S2Desc::RESERVED,
+        addresses: Addresses::Named(&[S2Desc::OA]),
+        interpret: smmu_s2_desc,
     },
 ];
 
@@ -548,8 +709,10 @@ pub struct FieldValue {
     pub lo: u16,
     /// The field's value shifted down to bit 0.
     pub value: u64,
-    /// For an address field (one starting at bit 12 of its word, at least
-    /// 20 bits wide), the value in place: the 4 KiB-aligned address.
+    /// For an address field (for VT-d kinds, one starting at bit 12 of its
+    /// word, at least 20 bits wide; for SMMUv3 kinds, the pointer fields the
+    /// kind names, such as STE.S1ContextPtr at bits 55:6), the value in
+    /// place: the aligned address.
     pub in_place: Option<u64>,
 }
 
@@ -726,8 +889,11 @@ pub fn decode(kind_name: &str, hex: &str) -> Result<Decoded, DecodeError> {
         .ok_or_else(|| DecodeError::UnknownKind { kind: quote(kind_name), nearest: nearest(kind_name) })?;
     let words = parse_words(hex, info)?;
     let n = info.words();
-    let fields = info
-        .fields
+    let table = match info.fields {
+        Table::Fixed(t) => t,
+        Table::ByWords(choose) => choose(&words),
+    };
+    let fields = table
         .iter()
         .filter(|fd| fd.word() < n)
         .map(|fd| FieldValue {
@@ -735,7 +901,7 @@ pub fn decode(kind_name: &str, hex: &str) -> Result<Decoded, DecodeError> {
             hi: fd.hi,
             lo: fd.lo,
             value: fd.get(&words),
-            in_place: (info.addresses && is_address(fd)).then(|| fd.get_in_place(&words)),
+            in_place: info.addresses.includes(fd).then(|| fd.get_in_place(&words)),
         })
         .collect();
     let typed = (info.interpret)(&words);
@@ -1365,6 +1531,498 @@ fn pqa(w: &[u64]) -> Typed {
         q.get_in_place(Pqa::PQA),
         (4096u64 << qs) / 32
     )])
+}
+
+// ---------------------------------------------------------------------------
+// SMMUv3 readings.
+
+/// The features every SMMUv3 validity reading assumes.
+fn full_smmu() -> Features {
+    SmmuConfig::full().features()
+}
+
+/// The first line of the STE and CD readings: what they were checked against.
+fn smmu_features_text(f: &Features) -> String {
+    format!(
+        "checked against a full-featured SMMU's features (SmmuConfig::full: stage 1 {}, stage 2 {}, {}-bit OAS, \
+         {}-bit SubstreamIDs, 2-level CD tables {}, ATS {}, stalls {}, HTTU access flag {}, dirty {})",
+        yes_no(f.s1p),
+        yes_no(f.s2p),
+        f.oas_bits,
+        f.ssid_bits,
+        yes_no(f.cd2l),
+        yes_no(f.ats),
+        yes_no(f.stall),
+        yes_no(f.httu_af),
+        yes_no(f.httu_dirty)
+    )
+}
+
+fn granule_name(g: Granule) -> &'static str {
+    match g {
+        Granule::G4K => "4 KiB",
+        Granule::G16K => "16 KiB",
+        Granule::G64K => "64 KiB",
+    }
+}
+
+/// 2^`shift` bytes in the largest whole binary unit.
+fn size_text(shift: u32) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let unit = ((shift / 10) as usize).min(units.len() - 1);
+    format!("{} {}", 1u64 << (shift - 10 * unit as u32), units[unit])
+}
+
+/// A translation table tree as the walker sees it.
+fn table_text(t: &TableCfg) -> String {
+    let extra = t.root_bits.saturating_sub(t.granule.stride());
+    let concat = if extra > 0 { format!(" ({} concatenated tables)", 1u64 << extra) } else { String::new() };
+    format!(
+        "tables at {:#x}: {} granule, {}-bit input, start level {}{concat}, {}-bit output",
+        t.base,
+        granule_name(t.granule),
+        t.input_bits,
+        t.start_level,
+        t.out_bits
+    )
+}
+
+/// STE.Config, SMMUv3 §5.2.
+fn ste_config_text(raw: u64) -> String {
+    let what = match raw & 7 {
+        0 => "abort: every transaction is terminated, no event is recorded",
+        1..=3 => "reserved, behaves as abort",
+        4 => "bypass: both stages bypassed",
+        5 => "stage 1 translates, stage 2 bypassed",
+        6 => "stage 1 bypassed, stage 2 translates",
+        _ => "both stages translate (nested)",
+    };
+    format!("Config {:03b}b: {what}", raw & 7)
+}
+
+fn s1fmt_text(fmt: S1Fmt) -> &'static str {
+    match fmt {
+        S1Fmt::Linear => "linear",
+        S1Fmt::TwoLevel4K => "2-level with 4 KiB leaf tables of 64 CDs",
+        S1Fmt::TwoLevel64K => "2-level with 64 KiB leaf tables of 1024 CDs",
+    }
+}
+
+fn s1dss_text(dss: S1Dss) -> &'static str {
+    match dss {
+        S1Dss::Terminate => "terminated (F_STREAM_DISABLED)",
+        S1Dss::Bypass => "stage 1 bypassed",
+        S1Dss::Substream0 => "use CD 0 (SubstreamID 0 itself is then C_BAD_SUBSTREAMID)",
+        S1Dss::Reserved => "reserved",
+    }
+}
+
+/// SMMUv3 §5.2, checked as a full-featured SMMU would.
+fn smmu_ste(w: &[u64]) -> Typed {
+    let f = full_smmu();
+    let ste = Ste::from_words(arr(w));
+    let mut lines = vec![smmu_features_text(&f)];
+    if ste.get(Ste::V) == 0 {
+        lines.push("V clear: not valid, a transaction on this stream records C_BAD_STE".to_string());
+    } else {
+        lines.push(ste_config_text(ste.get(Ste::CONFIG)));
+        match decode_ste(&ste, &f) {
+            Ok(cfg) => {
+                if let Some(s1) = cfg.s1 {
+                    let ipa = if cfg.config.stage2() { " (an IPA, translated by stage 2)" } else { "" };
+                    lines.push(if s1.cdmax == 0 {
+                        format!("stage 1: a single CD at {:#x}{ipa}", s1.context_ptr)
+                    } else {
+                        format!(
+                            "stage 1: CD table at {:#x}{ipa}, {}, 2^{} CDs; transactions without a SubstreamID: {}",
+                            s1.context_ptr,
+                            s1fmt_text(s1.fmt),
+                            s1.cdmax,
+                            s1dss_text(s1.dss)
+                        )
+                    });
+                }
+                if let Some(s2) = cfg.s2 {
+                    lines.push(format!(
+                        "stage 2: VMID {:#x}, {}; S2AFFD {}, record faults (S2R) {}, stall faults (S2S) {}",
+                        cfg.vmid,
+                        table_text(&s2.tables),
+                        yes_no(s2.affd),
+                        yes_no(s2.record),
+                        yes_no(s2.stall)
+                    ));
+                }
+                lines.push(format!("ATS translation requests (EATS): {}", yes_no(cfg.eats)));
+                if cfg.s1.is_some() && cfg.s1_stall_disabled {
+                    lines.push("S1STALLD: stage-1 faults never stall".to_string());
+                }
+                if let Some(p) = cfg.priv_override {
+                    lines.push(format!(
+                        "PRIVCFG: every transaction is {}",
+                        if p { "privileged" } else { "unprivileged" }
+                    ));
+                }
+                if let Some(i) = cfg.inst_override {
+                    lines.push(format!(
+                        "INSTCFG: every transaction is {}",
+                        if i { "an instruction fetch" } else { "a data access" }
+                    ));
+                }
+            }
+            Err(ConfigFault::SteAbort) => {}
+            Err(_) => lines.push("ILLEGAL for this SMMU: a transaction on this stream records C_BAD_STE".to_string()),
+        }
+    }
+    if ste.has_reserved_bits() {
+        lines.push(
+            "bits no field names are flagged as reserved, but the model ignores them \
+             (Secure, IMPLEMENTATION DEFINED and later-extension fields)"
+                .to_string(),
+        );
+    }
+    Typed::lines(lines)
+}
+
+/// SMMUv3 §5.1.
+fn smmu_l1std(w: &[u64]) -> Typed {
+    let d = L1Std::from_words(arr(w));
+    let span = d.get(L1Std::SPAN);
+    Typed::lines(vec![if span == 0 {
+        "invalid (Span 0): the StreamIDs it covers are C_BAD_STREAMID".to_string()
+    } else {
+        format!(
+            "level-2 array of {} STE(s) at {:#x} (Span {span}; a Span above STRTAB_BASE_CFG.SPLIT + 1 is \
+             treated as invalid)",
+            1u64 << (span - 1),
+            d.get_in_place(L1Std::L2PTR)
+        )
+    }])
+}
+
+/// SMMUv3 §5.4, checked as a full-featured SMMU would.
+fn smmu_cd(w: &[u64]) -> Typed {
+    let f = full_smmu();
+    let cd = Cd::from_words(arr(w));
+    let mut lines = vec![smmu_features_text(&f)];
+    if cd.get(Cd::V) == 0 {
+        lines.push("V clear: not valid, a transaction using this CD records C_BAD_CD".to_string());
+        return Typed::lines(lines);
+    }
+    let c = match decode_cd(&cd, &f) {
+        Ok(c) => c,
+        Err(_) => {
+            lines.push("ILLEGAL for this SMMU: a transaction using this CD records C_BAD_CD".to_string());
+            return Typed::lines(lines);
+        }
+    };
+    lines.push(format!(
+        "valid, ASID {:#x}{}",
+        c.asid,
+        if cd.get(Cd::ASET) != 0 { " (ASET: not shared with the PE's TLB invalidations)" } else { "" }
+    ));
+    for (half, t) in c.tt.iter().enumerate() {
+        let name = ["TTB0 (VA[55] clear)", "TTB1 (VA[55] set)"][half];
+        lines.push(match t {
+            Some(t) => format!(
+                "{name}: {}{}{}",
+                table_text(t),
+                if c.tbi[half] { ", top byte ignored (TBI)" } else { "" },
+                if c.had[half] { ", hierarchical attributes disabled (HAD)" } else { "" }
+            ),
+            None => format!("{name}: walks disabled (EPD{half}), addresses in this half take a translation fault"),
+        });
+    }
+    lines.push(format!(
+        "AFFD {}, WXN {}, UWXN {}, PAN {}; record faults (R) {}, stall faults (S) {}",
+        yes_no(c.affd),
+        yes_no(c.wxn),
+        yes_no(c.uwxn),
+        yes_no(c.pan),
+        yes_no(c.record),
+        yes_no(c.stall)
+    ));
+    let mair = cd.get(Cd::MAIR0).to_le_bytes().iter().map(|b| format!("{b:#04x}")).collect::<Vec<_>>().join(" ");
+    lines.push(format!("MAIR0 attributes 0-7: {mair}"));
+    Typed::lines(lines)
+}
+
+/// SMMUv3 §5.3.
+fn smmu_l1cd(w: &[u64]) -> Typed {
+    let d = L1Cd::from_words(arr(w));
+    Typed::lines(vec![if d.get(L1Cd::V) != 0 {
+        format!("valid, leaf CD table at {:#x}", d.get_in_place(L1Cd::L2PTR))
+    } else {
+        "not valid (V clear): the SubstreamIDs it covers are C_BAD_SUBSTREAMID".to_string()
+    }])
+}
+
+/// The field table of a command's opcode (SMMUv3 §4); just the opcode for
+/// one this model does not know.
+fn smmu_cmd_fields(w: &[u64]) -> &'static [Field] {
+    cmd::fields(CmdRaw::from_words(arr(w)).opcode()).unwrap_or(CmdRaw::FIELDS)
+}
+
+/// Command mnemonics and their sections, SMMUv3 §4.
+fn smmu_opcode_name(op: u8) -> Option<(&'static str, &'static str)> {
+    Some(match op {
+        opcode::PREFETCH_CONFIG => ("CMD_PREFETCH_CONFIG", "§4.2.1"),
+        opcode::PREFETCH_ADDR => ("CMD_PREFETCH_ADDR", "§4.2.2"),
+        opcode::CFGI_STE => ("CMD_CFGI_STE", "§4.3.1"),
+        opcode::CFGI_STE_RANGE => ("CMD_CFGI_STE_RANGE", "§4.3.2"),
+        opcode::CFGI_CD => ("CMD_CFGI_CD", "§4.3.3"),
+        opcode::CFGI_CD_ALL => ("CMD_CFGI_CD_ALL", "§4.3.4"),
+        opcode::CFGI_VMS_PIDM => ("CMD_CFGI_VMS_PIDM", "§4.3.5"),
+        opcode::TLBI_NH_ALL => ("CMD_TLBI_NH_ALL", "§4.4.2.1"),
+        opcode::TLBI_NH_ASID => ("CMD_TLBI_NH_ASID", "§4.4.2.2"),
+        opcode::TLBI_NH_VA => ("CMD_TLBI_NH_VA", "§4.4.2.4"),
+        opcode::TLBI_NH_VAA => ("CMD_TLBI_NH_VAA", "§4.4.2.3"),
+        opcode::TLBI_EL3_ALL => ("CMD_TLBI_EL3_ALL", "§4.4.2.5"),
+        opcode::TLBI_EL3_VA => ("CMD_TLBI_EL3_VA", "§4.4.2.6"),
+        opcode::TLBI_EL2_ALL => ("CMD_TLBI_EL2_ALL", "§4.4.2.7"),
+        opcode::TLBI_EL2_ASID => ("CMD_TLBI_EL2_ASID", "§4.4.2.10"),
+        opcode::TLBI_EL2_VA => ("CMD_TLBI_EL2_VA", "§4.4.2.8"),
+        opcode::TLBI_EL2_VAA => ("CMD_TLBI_EL2_VAA", "§4.4.2.9"),
+        opcode::TLBI_S12_VMALL => ("CMD_TLBI_S12_VMALL", "§4.4.3.2"),
+        opcode::TLBI_S2_IPA => ("CMD_TLBI_S2_IPA", "§4.4.3.1"),
+        opcode::TLBI_NSNH_ALL => ("CMD_TLBI_NSNH_ALL", "§4.4.4.1"),
+        opcode::ATC_INV => ("CMD_ATC_INV", "§4.5.1"),
+        opcode::PRI_RESP => ("CMD_PRI_RESP", "§4.5.2"),
+        opcode::RESUME => ("CMD_RESUME", "§4.7.1"),
+        opcode::STALL_TERM => ("CMD_STALL_TERM", "§4.7.2"),
+        opcode::CMD_SYNC => ("CMD_SYNC", "§4.7.3"),
+        _ => return None,
+    })
+}
+
+/// SMMUv3 §4: the command as the Non-secure queue decodes it, or the
+/// CERROR_ILL reason; RES0 bits (§4.1.5) are flagged.
+fn smmu_cmd(w: &[u64]) -> Typed {
+    let words = arr::<2>(w);
+    let op = CmdRaw::from_words(words).opcode();
+    let mut typed = Typed::lines(vec![match smmu_opcode_name(op) {
+        Some((name, section)) => format!("opcode {op:#04x}: {name} (SMMUv3 {section})"),
+        None => format!("opcode {op:#04x}: not a Non-secure command this model knows"),
+    }]);
+    match Command::decode(words) {
+        Ok(c) => {
+            typed.lines.push(hex_debug(&c));
+            if c.is_cfgi_all() {
+                typed.lines.push("Range 31: CMD_CFGI_ALL, every StreamID (SMMUv3 §4.3.6)".to_string());
+            }
+        }
+        Err(err) => typed.lines.push(format!("illegal, the SMMU reports CERROR_ILL: {err}")),
+    }
+    if let Some(res0) = cmd::reserved_bits(words).filter(|r| *r != [0, 0]) {
+        typed.lines.push(
+            "RES0 bits are set: an SMMU may ignore them (this model does) or reject the command with \
+             CERROR_ILL (SMMUv3 §4.1.5)"
+                .to_string(),
+        );
+        typed.reserved.extend(res0.iter().enumerate().filter(|(_, b)| **b != 0).map(|(i, b)| (i, *b)));
+    }
+    typed
+}
+
+/// `v`'s Debug form on one line, with every integer in hex.
+fn hex_debug(v: &impl fmt::Debug) -> String {
+    let pretty = format!("{v:#x?}");
+    let joined = pretty.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+    joined.replace(", }", " }").replace(", )", ")").replace("( ", "(")
+}
+
+/// Event CLASS, SMMUv3 §7.3.
+fn class_text(c: FaultClass) -> &'static str {
+    match c {
+        FaultClass::Cd => "a CD fetch",
+        FaultClass::Tt => "a stage-1 table walk access",
+        FaultClass::In => "the input address",
+    }
+}
+
+/// SMMUv3 §7.3: the fields the event number defines.
+fn smmu_event(w: &[u64]) -> Typed {
+    let rec = EventRecord::from_words(arr(w));
+    let Some(e) = rec.decode() else {
+        return Typed::lines(vec![format!(
+            "event number {:#04x} is not one this model knows (SMMUv3 §7.3)",
+            rec.get(EventRecord::EVENTID)
+        )]);
+    };
+    let defined = e.id.fields();
+    let ssid = match (defined.ssid, e.ssid) {
+        (false, _) => String::new(),
+        (true, Some(s)) => format!(", SubstreamID {:#x}", s.raw()),
+        (true, None) => ", no SubstreamID".to_string(),
+    };
+    let mut lines = vec![format!("{} (event {:#04x}) for StreamID {:#x}{ssid}", e.id.name(), e.id as u8, e.sid.0)];
+    let rw = if e.read { "read" } else { "write" };
+    if defined.attrs {
+        lines.push(format!(
+            "{rw}, {}, {} transaction{}",
+            if e.privileged { "privileged" } else { "unprivileged" },
+            if e.instruction { "instruction" } else { "data" },
+            if e.stall { format!(", stalled with STAG {:#x}", e.stag) } else { String::new() }
+        ));
+        if defined.ipa || defined.fetch_addr {
+            lines.push(format!("fault at stage {} on {}", if e.s2 { 2 } else { 1 }, class_text(e.class)));
+        }
+    }
+    if defined.rnw_only {
+        lines.push(format!("{rw} transaction"));
+    }
+    if defined.ttrnw && e.class != FaultClass::In {
+        lines.push(format!(
+            "the table access that faulted was {}",
+            if e.ttrnw { "a read" } else { "a write (hardware update)" }
+        ));
+    }
+    if defined.input_addr {
+        lines.push(format!("input address {:#x}", e.input_addr));
+    }
+    if defined.ipa && e.s2 {
+        lines.push(format!("IPA {:#x}", e.ipa));
+    }
+    if defined.fetch_addr {
+        lines.push(format!("fetch address {:#x}", e.fetch_addr));
+    }
+    Typed::lines(lines)
+}
+
+/// SMMUv3 §8.
+fn smmu_pri(w: &[u64]) -> Typed {
+    let r = PageRequest::decode(&PriEntry::from_words(arr(w)));
+    let pasid = r.ssid.map_or_else(|| "no PASID".to_string(), |s| format!("PASID {:#x}", s.raw()));
+    let mut access = String::new();
+    for (on, c) in [(r.read, 'r'), (r.write, 'w'), (r.exec, 'x')] {
+        access.push(if on { c } else { '-' });
+    }
+    let mut lines = vec![format!(
+        "page request from StreamID {:#x} ({pasid}) for page {:#x}, access {access}{}, group {:#x}{}",
+        r.sid.0,
+        r.addr,
+        if r.privileged { " privileged" } else { "" },
+        r.grpid,
+        if r.last { ", last in group" } else { "" }
+    )];
+    if r.is_stop_marker() {
+        lines.push("stop marker: last in group with a PASID and neither read nor write".to_string());
+    }
+    Typed::lines(lines)
+}
+
+/// What a VMSAv8-64 descriptor is at one level of a 4 KiB-granule walk
+/// with 48-bit output addresses (Arm ARM D8.3).
+enum VmsaEntry {
+    /// A table descriptor: the next table's address.
+    Table(u64),
+    /// A block or page: its output address and log2 size.
+    Leaf(u64, u32),
+    /// Not usable at this level: why the walk faults.
+    Fault(&'static str),
+}
+
+fn vmsa_entry(desc: u64, level: u8) -> VmsaEntry {
+    let g = Granule::G4K;
+    let table_bit = desc & 2 != 0;
+    if level < 3 && table_bit {
+        VmsaEntry::Table(desc & OA_MASK)
+    } else if level == 3 && !table_bit {
+        VmsaEntry::Fault("reserved encoding (bit 1 clear at level 3): translation fault")
+    } else if level < 3 && !g.block_allowed(level) {
+        VmsaEntry::Fault("no block at this level with a 4 KiB granule and 48-bit output: translation fault")
+    } else {
+        let shift = g.level_shift(level);
+        VmsaEntry::Leaf(desc & OA_MASK & !((1u64 << shift) - 1), shift)
+    }
+}
+
+/// The readings of `desc` at levels 0 to 3, `table` and `leaf` describing
+/// the two kinds of usable descriptor.
+fn vmsa_levels(desc: u64, table: impl Fn(u64) -> String, leaf: impl Fn(u64, u32, u8) -> String) -> Typed {
+    if desc & 1 == 0 {
+        return Typed::lines(vec!["not valid (bit 0 clear): translation fault at any level".to_string()]);
+    }
+    let mut lines = vec!["read at every level of a 4 KiB-granule walk with 48-bit output addresses".to_string()];
+    for level in 0..=3u8 {
+        let what = match vmsa_entry(desc, level) {
+            VmsaEntry::Table(next) => table(next),
+            VmsaEntry::Leaf(oa, shift) => leaf(oa, shift, level),
+            VmsaEntry::Fault(why) => why.to_string(),
+        };
+        lines.push(format!("as level {level}: {what}"));
+    }
+    Typed::lines(lines)
+}
+
+/// Stage-1 AP[2:1], Arm ARM D8.4.
+fn s1_ap_text(ap: u64) -> &'static str {
+    match ap & 3 {
+        0 => "EL1 read/write, EL0 no access",
+        1 => "EL1 and EL0 read/write",
+        2 => "EL1 read-only, EL0 no access",
+        _ => "EL1 and EL0 read-only",
+    }
+}
+
+/// Arm ARM D8.3, as an SMMUv3 stage 1 walks it (SMMUv3 §3.4).
+fn smmu_s1_desc(w: &[u64]) -> Typed {
+    let d = S1Desc::from_words(arr(w));
+    let flag = |f: Field, name: &'static str| if d.get(f) != 0 { name } else { "" };
+    let table = |next: u64| {
+        let limits: Vec<String> = [
+            (d.get(S1Desc::APTABLE) != 0).then(|| format!("APTable {:02b}b", d.get(S1Desc::APTABLE))),
+            (d.get(S1Desc::XNTABLE) != 0).then(|| "XNTable".to_string()),
+            (d.get(S1Desc::PXNTABLE) != 0).then(|| "PXNTable".to_string()),
+            (d.get(S1Desc::NSTABLE) != 0).then(|| "NSTable".to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let limits = if limits.is_empty() { String::new() } else { format!(", limits below: {}", limits.join(", ")) };
+        format!("table at {next:#x}{limits}")
+    };
+    let leaf = |oa: u64, shift: u32, level: u8| {
+        let xn: Vec<&str> = [flag(S1Desc::UXN, "EL0 execute-never"), flag(S1Desc::PXN, "EL1 execute-never")]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect();
+        format!(
+            "{} {} at {oa:#x}, {}{}{}, AttrIndx {}, {}{}",
+            size_text(shift),
+            if level == 3 { "page" } else { "block" },
+            s1_ap_text(d.get(S1Desc::AP)),
+            if xn.is_empty() { String::new() } else { format!(", {}", xn.join(", ")) },
+            if d.get(S1Desc::AF) == 0 { ", AF clear" } else { "" },
+            d.get(S1Desc::ATTRINDX),
+            if d.get(S1Desc::NG) != 0 { "non-global" } else { "global" },
+            flag(S1Desc::DBM, ", DBM")
+        )
+    };
+    vmsa_levels(d.0[0], table, leaf)
+}
+
+/// Arm ARM D8.3, as an SMMUv3 stage 2 walks it (SMMUv3 §3.4).
+fn smmu_s2_desc(w: &[u64]) -> Typed {
+    let d = S2Desc::from_words(arr(w));
+    let leaf = |oa: u64, shift: u32, level: u8| {
+        let access = match d.get(S2Desc::S2AP) {
+            0 => "no access",
+            1 => "read-only",
+            2 => "write-only",
+            _ => "read/write",
+        };
+        let xn = d.get(S2Desc::XN);
+        format!(
+            "{} {} at {oa:#x}, {access}{}{}, MemAttr {:#x}{}",
+            size_text(shift),
+            if level == 3 { "page" } else { "block" },
+            if xn != 0 { format!(", XN {xn:02b}b") } else { String::new() },
+            if d.get(S2Desc::AF) == 0 { ", AF clear" } else { "" },
+            d.get(S2Desc::MEMATTR),
+            if d.get(S2Desc::DBM) != 0 { ", DBM" } else { "" }
+        )
+    };
+    vmsa_levels(d.0[0], |next| format!("table at {next:#x}"), leaf)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! `iommu_sim::decode`: golden decodes of VT-d structures from hex words,
-//! reserved-bit reporting, the input rules, and never panicking.
+//! `iommu_sim::decode`: golden decodes of VT-d and SMMUv3 structures from
+//! hex words, reserved-bit reporting, the input rules, and never panicking.
 
 use iommu_format::vtd::inv_desc::{ContextCacheScope, InvDescriptor, IotlbScope, PasidCacheScope, PasidIotlbScope};
 use iommu_sim::decode::{decode, kind, kinds, list, DecodeError, Decoded};
@@ -398,6 +398,201 @@ fn json_carries_fields_reserved_bits_and_interpretation() {
     assert_eq!(v["fields"][1]["in_place"], "0x1000");
     assert_eq!(v["reserved"][0]["bit_numbers"][0], 5);
     assert_eq!(v["interpretation"][0], "present, context table at 0x1000");
+}
+
+// --- SMMUv3 kinds -----------------------------------------------------------
+
+/// SMMUv3 §5.2: V, Config 111b (nested), S1ContextPtr 0x4010_2000 (55:6),
+/// S1CDMax 3 (63:59); S1DSS 0b10 (65:64), EATS 0b01 (93:92); S2VMID 0x1234
+/// (143:128), S2T0SZ 24 (165:160), S2SL0 1 (167:166), S2PS 0b100 (178:176),
+/// S2AA64 (179), S2R (186); S2TTB 0x4020_0000 (243:196).
+const SMMU_STE_NESTED: &str = "0x1800_0000_4010_200f 0x1000_0002 0x040c_0058_0000_1234 0x4020_0000";
+
+#[test]
+fn smmu_ste_reads_named_fields_and_pointers_in_place() {
+    let d = ok("smmu-ste", SMMU_STE_NESTED);
+    assert_eq!(d.words.len(), 8);
+    assert_eq!((value(&d, "V"), value(&d, "CONFIG"), value(&d, "S1CDMAX")), (1, 7, 3));
+    assert_eq!(address(&d, "S1CONTEXTPTR"), Some(0x4010_2000));
+    assert_eq!((value(&d, "S1DSS"), value(&d, "EATS")), (2, 1));
+    assert_eq!((value(&d, "S2VMID"), value(&d, "S2T0SZ"), value(&d, "S2SL0")), (0x1234, 24, 1));
+    assert_eq!((value(&d, "S2PS"), value(&d, "S2AA64"), value(&d, "S2R")), (4, 1, 1));
+    assert_eq!(address(&d, "S2TTB"), Some(0x4020_0000));
+    assert!(d.reserved.is_empty(), "{d}");
+}
+
+#[test]
+fn smmu_ste_is_interpreted_against_a_full_featured_smmu() {
+    let d = ok("smmu-ste", SMMU_STE_NESTED);
+    assert!(has_line(&d, "full-featured SMMU"), "{d}");
+    assert!(has_line(&d, "Config 111b: both stages translate (nested)"), "{d}");
+    assert!(has_line(&d, "stage 1: CD table at 0x40102000 (an IPA, translated by stage 2), linear, 2^3 CDs"), "{d}");
+    assert!(
+        has_line(&d, "stage 2: VMID 0x1234, tables at 0x40200000: 4 KiB granule, 40-bit input, start level 1"),
+        "{d}"
+    );
+    assert!(has_line(&d, "ATS translation requests (EATS): yes"), "{d}");
+}
+
+/// SMMUv3 §5.2: S2AA64 clear makes a stage-2 STE ILLEGAL (C_BAD_STE).
+#[test]
+fn smmu_ste_with_aarch32_stage_2_is_reported_illegal() {
+    let d = ok("smmu-ste", "0x1800_0000_4010_200f 0x1000_0002 0x0004_0058_0000_1234 0x4020_0000");
+    assert!(has_line(&d, "ILLEGAL for this SMMU: a transaction on this stream records C_BAD_STE"), "{d}");
+}
+
+#[test]
+fn smmu_ste_unnamed_bit_is_flagged_with_the_models_caveat() {
+    let d = ok("smmu-ste", &format!("{SMMU_STE_NESTED} 0 0 0 0x10"));
+    assert_eq!(d.reserved[0].bit_numbers, [452]);
+    assert!(has_line(&d, "the model ignores them"), "{d}");
+}
+
+/// SMMUv3 §5.4: T0SZ 16, IR0/OR0 write-back, SH0 inner, EPD1, V, IPS 0b100,
+/// AA64, R, A, ASET, ASID 0xBEEF; TTB0 0x4010_4000 (115:68); MAIR0 0x44FF.
+const SMMU_CD_TTB0: &str = "0xbeef_e204_c000_3510 0x4010_4000 0 0x44ff";
+
+#[test]
+fn smmu_cd_reads_named_fields_and_table_base_in_place() {
+    let d = ok("smmu-cd", SMMU_CD_TTB0);
+    assert_eq!((value(&d, "T0SZ"), value(&d, "TG0"), value(&d, "SH0")), (16, 0, 3));
+    assert_eq!((value(&d, "EPD1"), value(&d, "V"), value(&d, "IPS")), (1, 1, 4));
+    assert_eq!((value(&d, "AA64"), value(&d, "R"), value(&d, "A"), value(&d, "ASET")), (1, 1, 1, 1));
+    assert_eq!(value(&d, "ASID"), 0xBEEF);
+    assert_eq!(address(&d, "TTB0"), Some(0x4010_4000));
+    assert_eq!(value(&d, "MAIR0"), 0x44FF);
+    assert!(d.reserved.is_empty(), "{d}");
+}
+
+#[test]
+fn smmu_cd_is_interpreted_with_ttb0_tables_and_ttb1_disabled() {
+    let d = ok("smmu-cd", SMMU_CD_TTB0);
+    assert!(has_line(&d, "full-featured SMMU"), "{d}");
+    assert!(has_line(&d, "valid, ASID 0xbeef"), "{d}");
+    assert!(
+        has_line(&d, "TTB0 (VA[55] clear): tables at 0x40104000: 4 KiB granule, 48-bit input, start level 0, 44-bit"),
+        "{d}"
+    );
+    assert!(has_line(&d, "TTB1 (VA[55] set): walks disabled (EPD1)"), "{d}");
+}
+
+#[test]
+fn smmu_cd_with_v_clear_says_c_bad_cd() {
+    let d = ok("smmu-cd", "0x3510");
+    assert!(has_line(&d, "V clear: not valid, a transaction using this CD records C_BAD_CD"), "{d}");
+}
+
+/// SMMUv3 §4.7.3: CMD_SYNC, CS = SIG_IRQ (13:12), MSH 3 (23:22), MSIAttr
+/// 0xF (27:24), MSIData 0xDEADBEEF (63:32), MSIAddress 0x8_0900_0044 (115:66).
+#[test]
+fn smmu_cmd_sync_decodes_with_the_opcodes_field_table() {
+    let d = ok("smmu-cmd", "0xdead_beef_0fc0_1046 0x0008_0900_0044");
+    let names: Vec<&str> = d.fields.iter().map(|f| f.name).collect();
+    assert_eq!(names, ["OPCODE", "CS", "MSH", "MSIATTR", "MSIDATA", "MSIADDR"]);
+    assert_eq!((value(&d, "CS"), value(&d, "MSIDATA")), (1, 0xDEAD_BEEF));
+    assert_eq!(address(&d, "MSIADDR"), Some(0x0008_0900_0044));
+    assert_eq!(d.interpretation[0], "opcode 0x46: CMD_SYNC (SMMUv3 §4.7.3)");
+    assert!(
+        has_line(&d, "Sync { cs: SigIrq, msh: 0x3, msiattr: 0xf, msi_data: 0xdeadbeef, msi_addr: 0x809000044 }"),
+        "{d}"
+    );
+    assert!(d.reserved.is_empty(), "{d}");
+}
+
+/// SMMUv3 §4.7.3: CS = 0b11 is reserved, so the command is CERROR_ILL.
+#[test]
+fn smmu_cmd_with_reserved_cs_reports_the_cerror_ill_reason() {
+    let d = ok("smmu-cmd", "0x3046");
+    assert!(has_line(&d, "CERROR_ILL: reserved value in CMD_SYNC.CS (SMMUv3 §4.7.3)"), "{d}");
+}
+
+/// SMMUv3 §4.1.1: opcode 0x00 is reserved.
+#[test]
+fn smmu_cmd_with_reserved_opcode_reports_the_cerror_ill_reason() {
+    let d = ok("smmu-cmd", "0 0");
+    assert!(has_line(&d, "CERROR_ILL: command opcode 0x00 is reserved"), "{d}");
+}
+
+/// SMMUv3 §4.3.1, §4.1.5: CMD_CFGI_STE has no SSV, so bit 11 is RES0.
+#[test]
+fn smmu_cmd_res0_bit_is_flagged_and_the_command_still_decodes() {
+    let d = ok("smmu-cmd", "0x0000_0068_0000_0803 0x1");
+    assert_eq!(d.reserved[0].bit_numbers, [11]);
+    assert!(has_line(&d, "CfgiSte { sid: StreamId(0x68), leaf: true }"), "{d}");
+}
+
+/// SMMUv3 §7.3: F_PERMISSION for StreamID 0x68, stage 2 (103), CLASS IN
+/// (105:104), input 0x5c30f37a78, IPA 0x9e672000 (word 3).
+#[test]
+fn smmu_event_f_permission_reads_its_fields() {
+    let d = ok("smmu-event", "0x68_0000_0013 0x280_0000_0000 0x5c_30f3_7a78 0x9e67_2000");
+    assert_eq!((value(&d, "EVENTID"), value(&d, "STREAMID"), value(&d, "S2")), (0x13, 0x68, 1));
+    assert_eq!(address(&d, "ADDR"), Some(0x9E67_2000));
+    assert_eq!(
+        d.interpretation,
+        [
+            "F_PERMISSION (event 0x13) for StreamID 0x68, no SubstreamID",
+            "write, unprivileged, data transaction",
+            "fault at stage 2 on the input address",
+            "input address 0x5c30f37a78",
+            "IPA 0x9e672000",
+        ]
+    );
+}
+
+#[test]
+fn smmu_event_with_unknown_number_says_so() {
+    let d = ok("smmu-event", "0x99");
+    assert_eq!(d.interpretation, ["event number 0x99 is not one this model knows (SMMUv3 §7.3)"]);
+}
+
+/// SMMUv3 §8: StreamID 0x100, SubstreamID 0x42, R, Last, SSV; PRGIndex 3,
+/// page 0x7fff_0000.
+#[test]
+fn smmu_pri_entry_reads_requester_pasid_and_group() {
+    let d = ok("smmu-pri", "0xd000_0042_0000_0100 0x7fff_0003");
+    assert_eq!(address(&d, "ADDR"), Some(0x7FFF_0000));
+    assert_eq!(
+        d.interpretation,
+        ["page request from StreamID 0x100 (PASID 0x42) for page 0x7fff0000, access r--, group 0x3, last in group"]
+    );
+}
+
+/// SMMUv3 §5.1: Span 7, L2Ptr 0x4010_1000.
+#[test]
+fn smmu_l1std_reads_span_and_level_2_array() {
+    let d = ok("smmu-l1std", "0x4010_1007");
+    assert!(has_line(&d, "level-2 array of 64 STE(s) at 0x40101000"), "{d}");
+}
+
+/// Arm ARM D8.3: a valid 4 KiB page descriptor reads as a table at levels
+/// 0 to 2 and as a page at level 3.
+#[test]
+fn smmu_s1_desc_page_reads_as_a_page_at_level_3() {
+    let d = ok("smmu-s1-desc", "0x4410_3f43");
+    assert!(has_line(&d, "as level 0: table at 0x44103000"), "{d}");
+    assert!(
+        has_line(&d, "as level 3: 4 KiB page at 0x44103000, EL1 and EL0 read/write, AttrIndx 0, non-global"),
+        "{d}"
+    );
+}
+
+#[test]
+fn list_includes_the_smmu_kinds() {
+    let text = list();
+    for name in [
+        "smmu-ste",
+        "smmu-l1std",
+        "smmu-cd",
+        "smmu-l1cd",
+        "smmu-cmd",
+        "smmu-event",
+        "smmu-pri",
+        "smmu-s1-desc",
+        "smmu-s2-desc",
+    ] {
+        assert!(text.lines().any(|l| l.split_whitespace().next() == Some(name)), "{name}: {text}");
+    }
 }
 
 // --- never panics -----------------------------------------------------------

@@ -106,6 +106,18 @@ impl Cd {
     pub const fn ttb1(&self) -> u64 {
         self.get_in_place(Self::TTB1)
     }
+    /// Returns a copy with TTB0 set to `addr` (bits 51:4 in place; the other
+    /// bits of `addr` are dropped).
+    #[must_use]
+    pub fn with_ttb0(self, addr: u64) -> Self {
+        self.with_in_place(Self::TTB0, addr)
+    }
+    /// Returns a copy with TTB1 set to `addr` (bits 51:4 in place; the other
+    /// bits of `addr` are dropped).
+    #[must_use]
+    pub fn with_ttb1(self, addr: u64) -> Self {
+        self.with_in_place(Self::TTB1, addr)
+    }
 }
 
 /// CD table formats (STE.S1Fmt), SMMUv3 §5.2.
@@ -127,6 +139,14 @@ impl S1Fmt {
             1 => Some(S1Fmt::TwoLevel4K),
             2 => Some(S1Fmt::TwoLevel64K),
             _ => None,
+        }
+    }
+    /// The 2-bit STE.S1Fmt encoding.
+    pub const fn bits(self) -> u64 {
+        match self {
+            S1Fmt::Linear => 0,
+            S1Fmt::TwoLevel4K => 1,
+            S1Fmt::TwoLevel64K => 2,
         }
     }
     /// log2 of the number of CDs per leaf table (`None` for linear).
@@ -205,5 +225,220 @@ mod tests {
     #[test]
     fn l1cd_golden_bytes() {
         assert_eq!(L1Cd::new(0x4011_0000).to_bytes(), [0x01, 0, 0x11, 0x40, 0, 0, 0, 0]);
+    }
+}
+
+/// Property tests: the raw views keep every bit, every field (and every
+/// typed accessor) writes only its own bits, and the typed decoders of CD
+/// fields accept any raw value (SMMUv3 §5.3, §5.4).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::bits::{defined_mask, Field};
+    use crate::smmuv3::desc::Granule;
+    use proptest::prelude::*;
+    use proptest::sample::{select, Index};
+
+    /// The values of a field a test may write.
+    #[derive(Debug, Clone, Copy)]
+    enum Legal {
+        /// Every value that fits the field.
+        Any,
+        /// `lo..=hi`.
+        Range(u64, u64),
+        /// One of these.
+        OneOf(&'static [u64]),
+    }
+
+    /// Legal values of every CD field, SMMUv3 §5.4, for VMSAv8-64 tables
+    /// with a 48-bit OAS and no VAX or TTST: TxSZ 16–39, IPS up to 48 bits,
+    /// TG0 without 0b11 and TG1 without 0b00, and no reserved shareability
+    /// (0b01) in SH0/SH1.
+    const CD_LEGAL: &[(Field, Legal)] = &[
+        (Cd::T0SZ, Legal::Range(16, 39)),
+        (Cd::TG0, Legal::Range(0, 2)),
+        (Cd::IR0, Legal::Range(0, 3)),
+        (Cd::OR0, Legal::Range(0, 3)),
+        (Cd::SH0, Legal::OneOf(&[0, 2, 3])),
+        (Cd::EPD0, Legal::Range(0, 1)),
+        (Cd::ENDI, Legal::Range(0, 1)),
+        (Cd::T1SZ, Legal::Range(16, 39)),
+        (Cd::TG1, Legal::Range(1, 3)),
+        (Cd::IR1, Legal::Range(0, 3)),
+        (Cd::OR1, Legal::Range(0, 3)),
+        (Cd::SH1, Legal::OneOf(&[0, 2, 3])),
+        (Cd::EPD1, Legal::Range(0, 1)),
+        (Cd::V, Legal::Range(0, 1)),
+        (Cd::IPS, Legal::Range(0, 5)),
+        (Cd::AFFD, Legal::Range(0, 1)),
+        (Cd::WXN, Legal::Range(0, 1)),
+        (Cd::UWXN, Legal::Range(0, 1)),
+        (Cd::TBI, Legal::Range(0, 3)),
+        (Cd::PAN, Legal::Range(0, 1)),
+        (Cd::AA64, Legal::Range(0, 1)),
+        (Cd::HD, Legal::Range(0, 1)),
+        (Cd::HA, Legal::Range(0, 1)),
+        (Cd::S, Legal::Range(0, 1)),
+        (Cd::R, Legal::Range(0, 1)),
+        (Cd::A, Legal::Range(0, 1)),
+        (Cd::ASET, Legal::Range(0, 1)),
+        (Cd::ASID, Legal::Any),
+        (Cd::NSCFG0, Legal::Range(0, 1)),
+        (Cd::HAD0, Legal::Range(0, 1)),
+        (Cd::NSCFG1, Legal::Range(0, 1)),
+        (Cd::HAD1, Legal::Range(0, 1)),
+        (Cd::MAIR0, Legal::Any),
+        (Cd::MAIR1, Legal::Any),
+        (Cd::AMAIR0, Legal::Any),
+        (Cd::AMAIR1, Legal::Any),
+        (Cd::IMPDEF, Legal::Any),
+    ];
+
+    /// The largest value `f` holds.
+    fn max_value(f: Field) -> u64 {
+        u64::MAX >> (64 - f.width())
+    }
+
+    /// Picks a field of `table` and a legal value for it.
+    fn legal_value(table: &'static [(Field, Legal)]) -> impl Strategy<Value = (Field, u64)> {
+        (select(table), any::<u64>(), any::<Index>()).prop_map(|((f, legal), v, i)| {
+            let value = match legal {
+                Legal::Any => v & max_value(f),
+                Legal::Range(lo, hi) => lo + v % (hi - lo + 1),
+                Legal::OneOf(set) => *i.get(set),
+            };
+            (f, value)
+        })
+    }
+
+    /// Whether `a` and `b` differ only inside `f`'s bits.
+    fn same_outside<const N: usize>(a: [u64; N], b: [u64; N], f: Field) -> bool {
+        let m = defined_mask::<N>(&[f]);
+        (0..N).all(|i| (a[i] ^ b[i]) & !m[i] == 0)
+    }
+
+    fn any_cd() -> impl Strategy<Value = Cd> {
+        proptest::array::uniform8(any::<u64>()).prop_map(Cd)
+    }
+
+    fn any_granule() -> impl Strategy<Value = Granule> {
+        select(&[Granule::G4K, Granule::G16K, Granule::G64K][..])
+    }
+
+    proptest! {
+        #[test]
+        fn cd_words_survive_a_bytes_round_trip(cd in any_cd()) {
+            prop_assert_eq!(Cd::from_bytes(&cd.to_bytes()), cd);
+        }
+
+        #[test]
+        fn cd_bytes_survive_a_raw_round_trip(bytes in proptest::collection::vec(any::<u8>(), Cd::SIZE)) {
+            let mut b = [0u8; Cd::SIZE];
+            b.copy_from_slice(&bytes);
+            prop_assert_eq!(Cd::from_bytes(&b).to_bytes(), b);
+        }
+
+        #[test]
+        fn l1cd_words_survive_a_bytes_round_trip(w: u64) {
+            let d = L1Cd::from_words([w]);
+            prop_assert_eq!(L1Cd::from_bytes(&d.to_bytes()), d);
+        }
+
+        #[test]
+        fn cd_field_set_reads_back_the_value_truncated_to_its_width(
+            cd in any_cd(), f in select(Cd::FIELDS), v: u64,
+        ) {
+            prop_assert_eq!(cd.with(f, v).get(f), v & max_value(f));
+        }
+
+        #[test]
+        fn cd_field_set_leaves_other_bits_unchanged(cd in any_cd(), f in select(Cd::FIELDS), v: u64) {
+            prop_assert!(same_outside(cd.0, cd.with(f, v).0, f), "{}", f.name);
+        }
+
+        #[test]
+        fn cd_legal_field_value_reads_back_exactly(cd in any_cd(), (f, v) in legal_value(CD_LEGAL)) {
+            prop_assert_eq!(cd.with(f, v).get(f), v, "{}", f.name);
+        }
+
+        #[test]
+        fn cd_ttb0_set_reads_back_the_address(cd in any_cd(), a in 0u64..1 << 52) {
+            let a = a & !0xF;
+            prop_assert_eq!(cd.with_ttb0(a).ttb0(), a);
+        }
+
+        #[test]
+        fn cd_ttb0_set_leaves_other_bits_unchanged(cd in any_cd(), a: u64) {
+            prop_assert!(same_outside(cd.0, cd.with_ttb0(a).0, Cd::TTB0));
+        }
+
+        #[test]
+        fn cd_ttb1_set_reads_back_the_address(cd in any_cd(), a in 0u64..1 << 52) {
+            let a = a & !0xF;
+            prop_assert_eq!(cd.with_ttb1(a).ttb1(), a);
+        }
+
+        #[test]
+        fn cd_ttb1_set_leaves_other_bits_unchanged(cd in any_cd(), a: u64) {
+            prop_assert!(same_outside(cd.0, cd.with_ttb1(a).0, Cd::TTB1));
+        }
+
+        #[test]
+        fn cd_tg0_set_reads_back_the_granule(cd in any_cd(), g in any_granule()) {
+            prop_assert_eq!(Granule::from_tg0(cd.with(Cd::TG0, g.tg0()).get(Cd::TG0)), Some(g));
+        }
+
+        #[test]
+        fn cd_legal_tg1_set_reads_back_as_a_granule(cd in any_cd(), tg1 in 1u64..=3) {
+            prop_assert!(Granule::from_tg1(cd.with(Cd::TG1, tg1).get(Cd::TG1)).is_some());
+        }
+
+        /// TG0 0b11 is reserved (§5.4); every other value names a granule.
+        #[test]
+        fn cd_tg0_decodes_every_raw_value_reserved_only_for_0b11(cd in any_cd()) {
+            let raw = cd.get(Cd::TG0);
+            prop_assert_eq!(Granule::from_tg0(raw).is_none(), raw == 3);
+        }
+
+        /// TG1 0b00 is reserved (§5.4); every other value names a granule.
+        #[test]
+        fn cd_tg1_decodes_every_raw_value_reserved_only_for_0b00(cd in any_cd()) {
+            let raw = cd.get(Cd::TG1);
+            prop_assert_eq!(Granule::from_tg1(raw).is_none(), raw == 0);
+        }
+
+        /// STE.S1Fmt 0b11 is reserved (§5.2); the others round-trip.
+        #[test]
+        fn s1fmt_decodes_every_raw_value_reserved_only_for_0b11(v: u64) {
+            match S1Fmt::from_bits(v) {
+                Some(fmt) => prop_assert_eq!(fmt.bits(), v & 3),
+                None => prop_assert_eq!(v & 3, 3),
+            }
+        }
+
+        #[test]
+        fn l1cd_new_reads_back_valid_and_pointer(l2 in 0u64..1 << 52) {
+            let l2 = l2 & !0xFFF;
+            let d = L1Cd::new(l2);
+            prop_assert_eq!((d.get(L1Cd::V), d.get_in_place(L1Cd::L2PTR)), (1, l2));
+        }
+
+        #[test]
+        fn l1cd_new_sets_no_reserved_bits(l2: u64) {
+            prop_assert!(!L1Cd::new(l2).has_reserved_bits());
+        }
+
+        #[test]
+        fn l1cd_field_set_reads_back_the_value_truncated_to_its_width(
+            w: u64, f in select(L1Cd::FIELDS), v: u64,
+        ) {
+            prop_assert_eq!(L1Cd::from_words([w]).with(f, v).get(f), v & max_value(f));
+        }
+
+        #[test]
+        fn l1cd_field_set_leaves_other_bits_unchanged(w: u64, f in select(L1Cd::FIELDS), v: u64) {
+            let d = L1Cd::from_words([w]);
+            prop_assert!(same_outside(d.0, d.with(f, v).0, f), "{}", f.name);
+        }
     }
 }

@@ -162,6 +162,15 @@ impl S1Dss {
             _ => S1Dss::Reserved,
         }
     }
+    /// The 2-bit field encoding (`Reserved` encodes as 0b11).
+    pub const fn bits(self) -> u64 {
+        match self {
+            S1Dss::Terminate => 0,
+            S1Dss::Bypass => 1,
+            S1Dss::Substream0 => 2,
+            S1Dss::Reserved => 3,
+        }
+    }
 }
 
 impl Ste {
@@ -176,6 +185,24 @@ impl Ste {
     /// S2TTB (bits 51:4 in place).
     pub const fn s2ttb(&self) -> u64 {
         self.get_in_place(Self::S2TTB)
+    }
+    /// Returns a copy with the Config field set to `c` ([`SteConfig::bits`];
+    /// `Abort` writes 0b000).
+    #[must_use]
+    pub fn with_config(self, c: SteConfig) -> Self {
+        self.with(Self::CONFIG, c.bits())
+    }
+    /// Returns a copy with S1ContextPtr set to `addr` (bits 55:6 in place;
+    /// the other bits of `addr` are dropped).
+    #[must_use]
+    pub fn with_s1_context_ptr(self, addr: u64) -> Self {
+        self.with_in_place(Self::S1CONTEXTPTR, addr)
+    }
+    /// Returns a copy with S2TTB set to `addr` (bits 51:4 in place; the
+    /// other bits of `addr` are dropped).
+    #[must_use]
+    pub fn with_s2ttb(self, addr: u64) -> Self {
+        self.with_in_place(Self::S2TTB, addr)
     }
 }
 
@@ -251,5 +278,238 @@ mod tests {
         let d = L1Std::new(0x4010_1000, 7);
         assert_eq!(d.to_bytes(), [0x07, 0x10, 0x10, 0x40, 0, 0, 0, 0]);
         assert_eq!(d.get_in_place(L1Std::L2PTR), 0x4010_1000);
+    }
+}
+
+/// Property tests: the raw views keep every bit, every field (and every
+/// typed accessor) writes only its own bits, and the typed decoders accept
+/// any raw value (SMMUv3 §5.1, §5.2).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::bits::{defined_mask, Field};
+    use crate::smmuv3::cd::S1Fmt;
+    use crate::smmuv3::desc::Granule;
+    use proptest::prelude::*;
+    use proptest::sample::{select, Index};
+
+    /// The values of a field a test may write.
+    #[derive(Debug, Clone, Copy)]
+    enum Legal {
+        /// Every value that fits the field.
+        Any,
+        /// `lo..=hi`.
+        Range(u64, u64),
+        /// One of these.
+        OneOf(&'static [u64]),
+    }
+
+    /// Legal values of every STE field, SMMUv3 §5.2, as a Non-secure SMMUv3.1
+    /// with 20-bit SubstreamIDs and a 48-bit OAS accepts them (0b01, the
+    /// reserved shareability, is left out of the SH fields; S1CDMax stops at
+    /// SSIDSIZE; S2T0SZ and S2PS stay within a 48-bit IAS and OAS).
+    const STE_LEGAL: &[(Field, Legal)] = &[
+        (Ste::V, Legal::Range(0, 1)),
+        (Ste::S1FMT, Legal::Range(0, 2)),
+        (Ste::S1CDMAX, Legal::Range(0, 20)),
+        (Ste::S1DSS, Legal::Range(0, 2)),
+        (Ste::S1CIR, Legal::Range(0, 3)),
+        (Ste::S1COR, Legal::Range(0, 3)),
+        (Ste::S1CSH, Legal::OneOf(&[0, 2, 3])),
+        (Ste::S1STALLD, Legal::Range(0, 1)),
+        (Ste::EATS, Legal::Range(0, 2)),
+        (Ste::STRW, Legal::OneOf(&[0, 2])),
+        (Ste::MEMATTR, Legal::Any),
+        (Ste::MTCFG, Legal::Range(0, 1)),
+        (Ste::ALLOCCFG, Legal::Any),
+        (Ste::SHCFG, Legal::Range(0, 3)),
+        (Ste::NSCFG, Legal::Range(0, 3)),
+        (Ste::PRIVCFG, Legal::OneOf(&[0, 2, 3])),
+        (Ste::INSTCFG, Legal::OneOf(&[0, 2, 3])),
+        (Ste::S2VMID, Legal::Any),
+        (Ste::S2T0SZ, Legal::Range(16, 39)),
+        (Ste::S2SL0, Legal::Range(0, 2)),
+        (Ste::S2IR0, Legal::Range(0, 3)),
+        (Ste::S2OR0, Legal::Range(0, 3)),
+        (Ste::S2SH0, Legal::OneOf(&[0, 2, 3])),
+        (Ste::S2TG, Legal::Range(0, 2)),
+        (Ste::S2PS, Legal::Range(0, 5)),
+        (Ste::S2AA64, Legal::Range(0, 1)),
+        (Ste::S2ENDI, Legal::Range(0, 1)),
+        (Ste::S2AFFD, Legal::Range(0, 1)),
+        (Ste::S2PTW, Legal::Range(0, 1)),
+        (Ste::S2HD, Legal::Range(0, 1)),
+        (Ste::S2HA, Legal::Range(0, 1)),
+        (Ste::S2S, Legal::Range(0, 1)),
+        (Ste::S2R, Legal::Range(0, 1)),
+    ];
+
+    /// The largest value `f` holds.
+    fn max_value(f: Field) -> u64 {
+        u64::MAX >> (64 - f.width())
+    }
+
+    /// Picks a field of `table` and a legal value for it.
+    fn legal_value(table: &'static [(Field, Legal)]) -> impl Strategy<Value = (Field, u64)> {
+        (select(table), any::<u64>(), any::<Index>()).prop_map(|((f, legal), v, i)| {
+            let value = match legal {
+                Legal::Any => v & max_value(f),
+                Legal::Range(lo, hi) => lo + v % (hi - lo + 1),
+                Legal::OneOf(set) => *i.get(set),
+            };
+            (f, value)
+        })
+    }
+
+    /// Whether `a` and `b` differ only inside `f`'s bits.
+    fn same_outside<const N: usize>(a: [u64; N], b: [u64; N], f: Field) -> bool {
+        let m = defined_mask::<N>(&[f]);
+        (0..N).all(|i| (a[i] ^ b[i]) & !m[i] == 0)
+    }
+
+    fn any_ste() -> impl Strategy<Value = Ste> {
+        proptest::array::uniform8(any::<u64>()).prop_map(Ste)
+    }
+
+    fn any_config() -> impl Strategy<Value = SteConfig> {
+        select(&[SteConfig::Abort, SteConfig::Bypass, SteConfig::S1, SteConfig::S2, SteConfig::Nested][..])
+    }
+
+    proptest! {
+        #[test]
+        fn ste_words_survive_a_bytes_round_trip(ste in any_ste()) {
+            prop_assert_eq!(Ste::from_bytes(&ste.to_bytes()), ste);
+        }
+
+        #[test]
+        fn ste_bytes_survive_a_raw_round_trip(bytes in proptest::collection::vec(any::<u8>(), Ste::SIZE)) {
+            let mut b = [0u8; Ste::SIZE];
+            b.copy_from_slice(&bytes);
+            prop_assert_eq!(Ste::from_bytes(&b).to_bytes(), b);
+        }
+
+        #[test]
+        fn l1std_words_survive_a_bytes_round_trip(w: u64) {
+            let d = L1Std::from_words([w]);
+            prop_assert_eq!(L1Std::from_bytes(&d.to_bytes()), d);
+        }
+
+        #[test]
+        fn ste_field_set_reads_back_the_value_truncated_to_its_width(
+            ste in any_ste(), f in select(Ste::FIELDS), v: u64,
+        ) {
+            prop_assert_eq!(ste.with(f, v).get(f), v & max_value(f));
+        }
+
+        #[test]
+        fn ste_field_set_leaves_other_bits_unchanged(ste in any_ste(), f in select(Ste::FIELDS), v: u64) {
+            prop_assert!(same_outside(ste.0, ste.with(f, v).0, f), "{}", f.name);
+        }
+
+        #[test]
+        fn ste_legal_field_value_reads_back_exactly(ste in any_ste(), (f, v) in legal_value(STE_LEGAL)) {
+            prop_assert_eq!(ste.with(f, v).get(f), v, "{}", f.name);
+        }
+
+        #[test]
+        fn ste_config_set_reads_back_the_config(ste in any_ste(), c in any_config()) {
+            prop_assert_eq!(ste.with_config(c).config(), c);
+        }
+
+        #[test]
+        fn ste_config_set_leaves_other_bits_unchanged(ste in any_ste(), c in any_config()) {
+            prop_assert!(same_outside(ste.0, ste.with_config(c).0, Ste::CONFIG));
+        }
+
+        #[test]
+        fn ste_s1_context_ptr_set_reads_back_the_address(ste in any_ste(), a in 0u64..1 << 56) {
+            let a = a & !0x3F;
+            prop_assert_eq!(ste.with_s1_context_ptr(a).s1_context_ptr(), a);
+        }
+
+        #[test]
+        fn ste_s1_context_ptr_set_leaves_other_bits_unchanged(ste in any_ste(), a: u64) {
+            prop_assert!(same_outside(ste.0, ste.with_s1_context_ptr(a).0, Ste::S1CONTEXTPTR));
+        }
+
+        #[test]
+        fn ste_s2ttb_set_reads_back_the_address(ste in any_ste(), a in 0u64..1 << 52) {
+            let a = a & !0xF;
+            prop_assert_eq!(ste.with_s2ttb(a).s2ttb(), a);
+        }
+
+        #[test]
+        fn ste_s2ttb_set_leaves_other_bits_unchanged(ste in any_ste(), a: u64) {
+            prop_assert!(same_outside(ste.0, ste.with_s2ttb(a).0, Ste::S2TTB));
+        }
+
+        #[test]
+        fn ste_s1dss_set_reads_back_the_mode(
+            ste in any_ste(),
+            d in select(&[S1Dss::Terminate, S1Dss::Bypass, S1Dss::Substream0][..]),
+        ) {
+            prop_assert_eq!(S1Dss::from_bits(ste.with(Ste::S1DSS, d.bits()).get(Ste::S1DSS)), d);
+        }
+
+        #[test]
+        fn ste_s1fmt_set_reads_back_the_format(
+            ste in any_ste(),
+            fmt in select(&[S1Fmt::Linear, S1Fmt::TwoLevel4K, S1Fmt::TwoLevel64K][..]),
+        ) {
+            prop_assert_eq!(S1Fmt::from_bits(ste.with(Ste::S1FMT, fmt.bits()).get(Ste::S1FMT)), Some(fmt));
+        }
+
+        #[test]
+        fn ste_s2tg_set_reads_back_the_granule(
+            ste in any_ste(),
+            g in select(&[Granule::G4K, Granule::G16K, Granule::G64K][..]),
+        ) {
+            prop_assert_eq!(Granule::from_tg0(ste.with(Ste::S2TG, g.tg0()).get(Ste::S2TG)), Some(g));
+        }
+
+        /// Config 0b001–0b011 are reserved and behave as abort (§5.2);
+        /// every other value names its own configuration.
+        #[test]
+        fn ste_config_decodes_every_raw_value_reserved_as_abort(ste in any_ste()) {
+            let raw = ste.get(Ste::CONFIG);
+            let c = ste.config();
+            if (1..=3).contains(&raw) {
+                prop_assert_eq!(c, SteConfig::Abort);
+            } else {
+                prop_assert_eq!(c.bits(), raw);
+            }
+        }
+
+        #[test]
+        fn s1dss_decodes_every_raw_value_and_only_0b11_is_reserved(v: u64) {
+            let d = S1Dss::from_bits(v);
+            prop_assert_eq!(d.bits(), v & 3);
+            prop_assert_eq!(d == S1Dss::Reserved, v & 3 == 3);
+        }
+
+        #[test]
+        fn l1std_new_reads_back_span_and_pointer(l2 in 0u64..1 << 52, span in 0u8..32) {
+            let l2 = l2 & !0x3F;
+            let d = L1Std::new(l2, span);
+            prop_assert_eq!((d.get(L1Std::SPAN), d.get_in_place(L1Std::L2PTR)), (u64::from(span), l2));
+        }
+
+        #[test]
+        fn l1std_new_sets_no_reserved_bits(l2: u64, span: u8) {
+            prop_assert!(!L1Std::new(l2, span).has_reserved_bits());
+        }
+
+        #[test]
+        fn l1std_field_set_reads_back_the_value_truncated_to_its_width(
+            w: u64, f in select(L1Std::FIELDS), v: u64,
+        ) {
+            prop_assert_eq!(L1Std::from_words([w]).with(f, v).get(f), v & max_value(f));
+        }
+
+        #[test]
+        fn l1std_field_set_leaves_other_bits_unchanged(w: u64, f in select(L1Std::FIELDS), v: u64) {
+            let d = L1Std::from_words([w]);
+            prop_assert!(same_outside(d.0, d.with(f, v).0, f), "{}", f.name);
+        }
     }
 }
