@@ -31,6 +31,9 @@ pub enum Errno {
     NoSpc,
     /// Illegal seek (ESPIPE, 29).
     SPipe,
+    /// Result out of range (ERANGE, 34): a StreamID beyond the stream
+    /// table.
+    Range,
     /// Value too large (EOVERFLOW, 75).
     Overflow,
     /// Operation not supported (EOPNOTSUPP, 95).
@@ -40,6 +43,26 @@ pub enum Errno {
 }
 
 impl Errno {
+    /// Every value, in errno order.
+    pub const ALL: [Errno; 16] = [
+        Errno::Perm,
+        Errno::NoEnt,
+        Errno::Io,
+        Errno::TooBig,
+        Errno::NoMem,
+        Errno::Fault,
+        Errno::Busy,
+        Errno::Exist,
+        Errno::NoDev,
+        Errno::Inval,
+        Errno::NoSpc,
+        Errno::SPipe,
+        Errno::Range,
+        Errno::Overflow,
+        Errno::OpNotSupp,
+        Errno::TimedOut,
+    ];
+
     /// The Linux errno number.
     pub const fn code(self) -> i32 {
         match self {
@@ -55,6 +78,7 @@ impl Errno {
             Errno::Inval => 22,
             Errno::NoSpc => 28,
             Errno::SPipe => 29,
+            Errno::Range => 34,
             Errno::Overflow => 75,
             Errno::OpNotSupp => 95,
             Errno::TimedOut => 110,
@@ -76,6 +100,7 @@ impl Errno {
             Errno::Inval => "EINVAL",
             Errno::NoSpc => "ENOSPC",
             Errno::SPipe => "ESPIPE",
+            Errno::Range => "ERANGE",
             Errno::Overflow => "EOVERFLOW",
             Errno::OpNotSupp => "EOPNOTSUPP",
             Errno::TimedOut => "ETIMEDOUT",

@@ -304,8 +304,10 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Iommu<D, M, F> {
             DomainKind::Blocked => DomainConfig::Blocked,
             DomainKind::Identity => DomainConfig::Identity,
             DomainKind::Paging { table, .. } => match table.format() {
-                PtFormat::SecondStage { levels } => DomainConfig::SecondStage { root: table.root(), levels },
-                PtFormat::FirstStage { levels } => {
+                PtFormat::SecondStage { levels } | PtFormat::ArmS2 { levels } => {
+                    DomainConfig::SecondStage { root: table.root(), levels }
+                }
+                PtFormat::FirstStage { levels } | PtFormat::ArmS1 { levels } => {
                     DomainConfig::FirstStage { root: table.root(), levels, supervisor: false }
                 }
             },
@@ -313,8 +315,8 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Iommu<D, M, F> {
             DomainKind::Nested { parent, s1 } => {
                 let (ss_root, ss_levels) = match &self.domain(*parent)?.kind {
                     DomainKind::Paging { table, .. } => match table.format() {
-                        PtFormat::SecondStage { levels } => (table.root(), levels),
-                        PtFormat::FirstStage { .. } => return Err(Errno::Inval),
+                        PtFormat::SecondStage { levels } | PtFormat::ArmS2 { levels } => (table.root(), levels),
+                        PtFormat::FirstStage { .. } | PtFormat::ArmS1 { .. } => return Err(Errno::Inval),
                     },
                     _ => return Err(Errno::Inval),
                 };
@@ -452,13 +454,18 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Iommu<D, M, F> {
 
     /// Allocates a paging domain with an empty table of `format`.
     /// `nest_parent` lets it serve as the second stage of nested domains
-    /// (second-stage format only).
+    /// (a second-stage format only: VT-d second stage or Arm stage 2).
     ///
     /// # Errors
-    /// [`Errno::Inval`] for a first-stage nest parent or bad levels,
+    /// [`Errno::Inval`] for a first-stage (VT-d or Arm) nest parent, bad
+    /// levels, or a format of the other architecture than the driver's
+    /// [`IommuDriver::table_format`] (tables the IOMMU cannot walk);
     /// [`Errno::NoMem`], [`Errno::NoSpc`] beyond [`MAX_DOMAINS`].
     pub fn alloc_paging(&mut self, format: PtFormat, nest_parent: bool) -> Result<DomainRef, Errno> {
-        if nest_parent && matches!(format, PtFormat::FirstStage { .. }) {
+        if nest_parent && !matches!(format, PtFormat::SecondStage { .. } | PtFormat::ArmS2 { .. }) {
+            return Err(Errno::Inval);
+        }
+        if format.is_arm() != self.driver.table_format(false, 4).is_arm() {
             return Err(Errno::Inval);
         }
         if self.domains.len() >= MAX_DOMAINS + 2 {

@@ -180,8 +180,11 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
         if self.procs.len() >= MAX_PROCESSES {
             return Err(Errno::NoSpc);
         }
+        // The process's page tables are what SVA hands the IOMMU: in its
+        // first-stage format (x86-64 for VT-d, VMSAv8-64 for SMMUv3).
+        let format = self.iommu.driver().table_format(false, 4);
         let (mem, frames) = self.iommu.mem_frames();
-        let mm = Mm::new(mem, frames)?;
+        let mm = Mm::with_format(mem, frames, format)?;
         let id = MmId(self.next_mm);
         self.next_mm = self.next_mm.wrapping_add(1).max(1);
         let proc = Process {

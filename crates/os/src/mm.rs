@@ -1,17 +1,27 @@
-//! Process address spaces as a kernel keeps them: VMAs plus x86-64 4-level
-//! CPU page tables (Intel SDM Vol 3 §4.5) in simulated memory.
+//! Process address spaces as a kernel keeps them: VMAs plus 4-level CPU
+//! page tables in simulated memory, in one of two formats:
 //!
-//! The x86-64 format is the VT-d first-stage format (VT-d §9.7), so SVA
-//! points a PASID entry's first-stage pointer at [`Mm::cr3`] and the IOMMU
-//! walks the very tables the CPU uses. Leaves are user pages (U/S=1), R/W
-//! from the VMA's write right, XD unless the VMA allows execute.
+//! * x86-64 4-level paging (Intel SDM Vol 3 §4.5), the default
+//!   ([`Mm::new`]). It is the VT-d first-stage format (VT-d §9.7), so SVA
+//!   points a PASID entry's first-stage pointer at [`Mm::cr3`] and the
+//!   IOMMU walks the very tables the CPU uses. Leaves are user pages
+//!   (U/S=1), R/W from the VMA's write right, XD unless the VMA allows
+//!   execute.
+//! * AArch64 VMSAv8-64 stage 1 with the 4 KiB granule and a 48-bit TTBR0
+//!   range (Arm ARM D8; [`Mm::with_format`] with
+//!   [`PtFormat::ArmS1`]). It is what an SMMUv3 walks for a CD (SMMUv3
+//!   §3.4), so SVA points CD.TTB0 at [`Mm::cr3`] (here the TTBR0 table
+//!   base). Leaves are EL0 pages (AP[1]=1), read-only (AP[2]=1) unless the
+//!   VMA allows write, UXN unless the VMA allows execute, always PXN.
 //!
 //! Memory is anonymous and populated lazily: [`Mm::mmap`] only records a
 //! VMA; a page gets a zeroed frame on its first fault ([`Mm::handle_fault`],
 //! from a CPU access or from an IOMMU page request).
 //!
 //! Conventions: ranges are half-open; addresses are user virtual addresses
-//! in `[0, 2^47)`, the lower canonical half of 4-level paging.
+//! in `[0, 2^47)`, the lower canonical half of x86-64 4-level paging (for
+//! an Arm mm, the lower half of its 48-bit TTBR0 range: the same user
+//! space for both formats).
 //!
 //! # Unmap protocol (mmu notifier)
 //!
@@ -55,7 +65,9 @@ impl Vma {
     /// Whether the VMA allows `access`, with x86-64 semantics: a write
     /// needs write, an instruction fetch needs execute, and a read is
     /// allowed by any right (a present x86-64 page is always readable,
-    /// Intel SDM Vol 3 §4.6). The privilege level is not checked here.
+    /// Intel SDM Vol 3 §4.6). The same holds for an AArch64 stage-1 page,
+    /// which has no read-permission bit either (Arm ARM D8.4). The
+    /// privilege level is not checked here.
     pub const fn allows(&self, access: Access) -> bool {
         let any = self.perm.read || self.perm.write || self.perm.exec;
         any && (!access.write || self.perm.write) && (!access.exec || self.perm.exec)
@@ -87,23 +99,45 @@ impl Mm {
     /// Most VMAs an mm may have (Linux's `vm.max_map_count`, scaled down).
     pub const MAX_VMAS: usize = 1024;
     /// Exclusive end of user space: the lower canonical half of 4-level
-    /// paging (Intel SDM Vol 3 §4.5).
+    /// paging (Intel SDM Vol 3 §4.5). An Arm mm uses the same bound (the
+    /// lower half of its 48-bit TTBR0 range) so both formats behave alike.
     pub const USER_END: u64 = 1 << 47;
     /// Where [`Mm::mmap`] without an address starts looking (bottom-up).
     pub const MMAP_BASE: u64 = 0x1000_0000;
 
-    /// An empty address space: one zeroed PML4 page.
+    /// An empty x86-64 address space: one zeroed PML4 page.
     ///
     /// # Errors
     /// [`Errno::NoMem`]: no frame for the PML4.
     pub fn new(mem: &dyn PhysMem, frames: &mut dyn FrameAllocator) -> Result<Self, Errno> {
-        let mut pt = IoPageTable::new(mem, frames, PtFormat::FirstStage { levels: 4 })?;
+        Self::with_format(mem, frames, PtFormat::FirstStage { levels: 4 })
+    }
+
+    /// An empty address space whose CPU page tables are in `format`:
+    /// [`PtFormat::FirstStage`] with 4 levels (x86-64, as [`Mm::new`]) or
+    /// [`PtFormat::ArmS1`] with 4 levels (AArch64, 4 KiB granule, 48-bit
+    /// TTBR0 range). One zeroed root page.
+    ///
+    /// # Errors
+    /// * [`Errno::Inval`]: any other format or level count;
+    /// * [`Errno::NoMem`]: no frame for the root.
+    pub fn with_format(mem: &dyn PhysMem, frames: &mut dyn FrameAllocator, format: PtFormat) -> Result<Self, Errno> {
+        if !matches!(format, PtFormat::FirstStage { levels: 4 } | PtFormat::ArmS1 { levels: 4 }) {
+            return Err(Errno::Inval);
+        }
+        let mut pt = IoPageTable::new(mem, frames, format)?;
         pt.set_max_leaf(PageSize::Size4K);
         Ok(Self { pt, vmas: BTreeMap::new(), pages: BTreeMap::new(), dead: false })
     }
 
-    /// The PML4's physical address (CR3's page-map base; under SVA, the
-    /// PASID entry's first-stage pointer).
+    /// The format of the CPU page tables.
+    pub fn format(&self) -> PtFormat {
+        self.pt.format()
+    }
+
+    /// The root table's physical address. x86-64: the PML4 (CR3's page-map
+    /// base; under SVA, the PASID entry's first-stage pointer). Arm: the
+    /// level-0 table (TTBR0's base address; under SVA, CD.TTB0).
     pub fn cr3(&self) -> Hpa {
         self.pt.root()
     }
@@ -374,7 +408,8 @@ impl Mm {
         self.pages.get(&(addr & !(PAGE - 1))).copied()
     }
 
-    /// Address of the leaf PTE mapping `addr`, if one is present.
+    /// Address of the leaf PTE (Arm: page descriptor) mapping `addr`, if
+    /// one is present.
     pub fn leaf_entry(&self, mem: &dyn PhysMem, addr: u64) -> Option<Hpa> {
         if self.dead {
             return None;

@@ -1,12 +1,24 @@
-//! I/O page tables built by the OS, in the two VT-d formats:
+//! I/O page tables built by the OS, in the two VT-d formats and the two
+//! Arm VMSAv8-64 formats an SMMUv3 walks:
 //!
-//! * first stage: VT-d §9.7, which is the x86-64 4- and 5-level paging
-//!   format (Intel SDM Vol 3 §4.5), so a process's CPU page tables can be
-//!   used as is (see [`crate::mm`]);
-//! * second stage: VT-d §9.8, 3, 4 or 5 levels.
+//! * VT-d first stage: VT-d §9.7, which is the x86-64 4- and 5-level
+//!   paging format (Intel SDM Vol 3 §4.5), so a process's CPU page tables
+//!   can be used as is (see [`crate::mm`]);
+//! * VT-d second stage: VT-d §9.8, 3, 4 or 5 levels;
+//! * Arm stage 1 ([`PtFormat::ArmS1`]): VMSAv8-64 stage-1 descriptors with
+//!   the 4 KiB granule (SMMUv3 §3.4, Arm ARM D8.3), 3 or 4 levels, a TTB0
+//!   tree; also the format of an Arm process's page tables;
+//! * Arm stage 2 ([`PtFormat::ArmS2`]): VMSAv8-64 stage-2 descriptors with
+//!   the 4 KiB granule, 3 or 4 levels, no concatenated start tables.
 //!
 //! Conventions: ranges are half-open `[start, end)`; level 1 is the table
 //! of 4 KiB leaves, level 2 holds 2 MiB leaves and level 3 1 GiB leaves.
+//! The Arm ARM numbers its levels the other way round: our level `L` is
+//! Arm level `4 - L` (our level 1 is Arm level 3, our level 4 Arm level 0).
+//!
+//! Every format maps with 4 KiB tables of 512 eight-byte entries, so the
+//! geometry (index bits per level, leaf sizes) is the same for all four;
+//! only the entry encoding and the address limits differ.
 //!
 //! # Publication order (map)
 //!
@@ -39,6 +51,7 @@
 //!    allocator. Until then the IOMMU may still hold them in its
 //!    paging-structure caches, so they must not be reused.
 
+use iommu_format::smmuv3::desc::{S1Desc, S2Desc, OA_MASK};
 use iommu_format::vtd::pte::{FsPte, PteRepr, SsPte};
 use iommu_types::{Hpa, Iova, PageSize, Perm, PhysMem};
 
@@ -52,8 +65,12 @@ const ENTRIES: u64 = 512;
 /// Bytes per entry.
 const ENTRY_BYTES: u64 = 8;
 /// Exclusive end of the addresses the ADDR field (bits 51:12) of both
-/// formats can hold (VT-d §9.7, §9.8).
+/// VT-d formats can hold (VT-d §9.7, §9.8).
 const ADDR_END: u64 = 1 << 52;
+/// Exclusive end of the addresses the OA field (bits 47:12) of a
+/// VMSAv8-64 descriptor holds without the 52-bit extensions (Arm ARM D8.3;
+/// LPA/LPA2 are not modelled).
+const ARM_ADDR_END: u64 = 1 << 48;
 
 /// The entry format and depth of an I/O page table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -68,22 +85,58 @@ pub enum PtFormat {
         /// 3, 4 or 5 (must be one of the IOMMU's CAP.SAGAW widths).
         levels: u8,
     },
+    /// Arm VMSAv8-64 stage 1 with the 4 KiB granule (SMMUv3 §3.4, Arm ARM
+    /// D8.3), as a TTB0 tree: inputs from 0 to `2^input_bits`
+    /// (CD.T0SZ = 64 − input bits; start level 0 for 4 levels, 1 for 3).
+    ArmS1 {
+        /// 3 (39-bit input) or 4 (48-bit input).
+        levels: u8,
+    },
+    /// Arm VMSAv8-64 stage 2 with the 4 KiB granule (SMMUv3 §3.4, Arm ARM
+    /// D8.3), one start table (no concatenation).
+    ArmS2 {
+        /// 3 (39-bit input, STE.S2SL0 = 1) or 4 (48-bit input,
+        /// STE.S2SL0 = 2).
+        levels: u8,
+    },
 }
 
 impl PtFormat {
     /// Number of paging levels.
     pub const fn levels(self) -> u8 {
         match self {
-            PtFormat::FirstStage { levels } | PtFormat::SecondStage { levels } => levels,
+            PtFormat::FirstStage { levels }
+            | PtFormat::SecondStage { levels }
+            | PtFormat::ArmS1 { levels }
+            | PtFormat::ArmS2 { levels } => levels,
         }
     }
 
     /// Whether the level count is one the format has: 4 or 5 for the first
-    /// stage (VT-d §3.6), 3, 4 or 5 for the second stage (VT-d §3.7).
+    /// stage (VT-d §3.6), 3, 4 or 5 for the second stage (VT-d §3.7), 3 or
+    /// 4 for both Arm stages (4 KiB granule without LPA2: start level 0 or
+    /// 1, Arm ARM D8.2).
     pub const fn is_valid(self) -> bool {
         match self {
             PtFormat::FirstStage { levels } => levels == 4 || levels == 5,
             PtFormat::SecondStage { levels } => levels >= 3 && levels <= 5,
+            PtFormat::ArmS1 { levels } | PtFormat::ArmS2 { levels } => levels == 3 || levels == 4,
+        }
+    }
+
+    /// Whether the format is one of the Arm VMSAv8-64 formats.
+    pub const fn is_arm(self) -> bool {
+        matches!(self, PtFormat::ArmS1 { .. } | PtFormat::ArmS2 { .. })
+    }
+
+    /// Exclusive end of the output (and table) addresses an entry can
+    /// hold: 2^52 for VT-d (ADDR is bits 51:12), 2^48 for Arm (OA is bits
+    /// 47:12 without LPA, Arm ARM D8.3).
+    pub const fn addr_end(self) -> u64 {
+        if self.is_arm() {
+            ARM_ADDR_END
+        } else {
+            ADDR_END
         }
     }
 
@@ -97,11 +150,13 @@ impl PtFormat {
     /// input width. First stage: the lower canonical half only (bit
     /// `input_bits - 1` clear), as Linux limits first-stage I/O domains;
     /// the upper half belongs to a kernel, which an I/O page table (and
-    /// a process's address space) never maps.
+    /// a process's address space) never maps. Arm stage 1: the whole
+    /// TTB0 range (the upper half is a separate TTB1 tree, never built
+    /// here); Arm stage 2: the whole input width.
     const fn input_end(self) -> u64 {
         let bits = match self {
             PtFormat::FirstStage { .. } => self.input_bits().saturating_sub(1),
-            PtFormat::SecondStage { .. } => self.input_bits(),
+            PtFormat::SecondStage { .. } | PtFormat::ArmS1 { .. } | PtFormat::ArmS2 { .. } => self.input_bits(),
         };
         match 1u64.checked_shl(bits) {
             Some(end) => end,
@@ -113,6 +168,8 @@ impl PtFormat {
         match self {
             PtFormat::FirstStage { .. } => FsPte::encode(r).words()[0],
             PtFormat::SecondStage { .. } => SsPte::encode(r).words()[0],
+            PtFormat::ArmS1 { .. } => arm_s1_encode(r),
+            PtFormat::ArmS2 { .. } => arm_s2_encode(r),
         }
     }
 
@@ -120,17 +177,176 @@ impl PtFormat {
         match self {
             PtFormat::FirstStage { .. } => FsPte::from_words([entry]).decode(level),
             PtFormat::SecondStage { .. } => SsPte::from_words([entry]).decode(level),
+            PtFormat::ArmS1 { .. } => arm_s1_decode(entry, level),
+            PtFormat::ArmS2 { .. } => arm_s2_decode(entry, level),
         }
     }
 
     /// Whether a leaf with `perm` can be expressed: a present first-stage
     /// entry is always readable (VT-d §9.7 has no read bit), so a mapping
     /// must grant read; a second-stage entry with neither R nor W is not
-    /// present (VT-d §9.8).
+    /// present (VT-d §9.8). Arm stage 1 has no read-permission bit either
+    /// (AP[2:1] only choose read-only and EL0 access, Arm ARM D8.4), so it
+    /// needs read; Arm stage 2 needs read or write, as the VT-d second
+    /// stage.
     const fn leaf_perm_ok(self, perm: Perm) -> bool {
         match self {
-            PtFormat::FirstStage { .. } => perm.read,
-            PtFormat::SecondStage { .. } => perm.read || perm.write,
+            PtFormat::FirstStage { .. } | PtFormat::ArmS1 { .. } => perm.read,
+            PtFormat::SecondStage { .. } | PtFormat::ArmS2 { .. } => perm.read || perm.write,
+        }
+    }
+}
+
+// ---- VMSAv8-64 descriptors, 4 KiB granule (Arm ARM D8.3) ----
+//
+// Descriptor type, bits 1:0: 0bx0 invalid; 0b11 table at Arm levels 0–2
+// and page at Arm level 3; 0b01 block at Arm levels 1–2 (a block at level
+// 0 needs LPA2, and 0b01 at level 3 is reserved: both fault, so they
+// decode as not present here).
+
+/// Stage-1 AP[1]: EL0 (unprivileged) access.
+const AP_EL0: u64 = 0b01;
+/// Stage-1 AP[2]: read-only.
+const AP_RO: u64 = 0b10;
+/// Stage-1 APTable bit 0: no EL0 access below; bit 1: no write below.
+const APTABLE_NO_EL0: u64 = 0b01;
+const APTABLE_NO_WRITE: u64 = 0b10;
+/// Stage-2 S2AP: read (bit 6), write (bit 7).
+const S2AP_R: u64 = 0b01;
+const S2AP_W: u64 = 0b10;
+/// Stage-2 XN[1:0] = 0b10: execute-never at both ELs (0b00: executable).
+const S2_XN_NONE: u64 = 0b10;
+/// Stage-2 MemAttr 0b1111: normal memory, inner and outer write-back.
+const S2_MEMATTR_WB: u64 = 0b1111;
+/// Inner shareable.
+const SH_INNER: u64 = 0b11;
+
+/// The leaf size a valid Arm descriptor at our `level` maps, or `None`
+/// when its type is invalid there: page (0b11) at level 1, block (0b01)
+/// at levels 2 and 3. A table type at level 1 is a page; elsewhere it is
+/// not a leaf (the caller handles tables first).
+const fn arm_leaf_size(entry: u64, level: u8) -> Option<PageSize> {
+    let table_or_page = entry & 0b10 != 0;
+    match level {
+        1 if table_or_page => Some(PageSize::Size4K),
+        2 if !table_or_page => Some(PageSize::Size2M),
+        3 if !table_or_page => Some(PageSize::Size1G),
+        _ => None,
+    }
+}
+
+/// The output address of a leaf of `size` (OA bits below the size are
+/// RES0 and ignored, as the walker does).
+const fn arm_leaf_frame(entry: u64, size: PageSize) -> u64 {
+    entry & OA_MASK & !(size.bytes() - 1)
+}
+
+/// Decodes a stage-1 descriptor at our `level` (Arm level `4 - level`).
+const fn arm_s1_decode(entry: u64, level: u8) -> PteRepr {
+    let d = S1Desc::from_words([entry]);
+    if d.get(S1Desc::VALID) == 0 {
+        return PteRepr::NotPresent;
+    }
+    if level > 1 && d.get(S1Desc::TYPE) == 1 {
+        // APTable/XNTable/PXNTable limit everything below (Arm ARM D8.4.2).
+        let ap_table = d.get(S1Desc::APTABLE);
+        let perm = Perm {
+            read: true,
+            write: ap_table & APTABLE_NO_WRITE == 0,
+            exec: d.get(S1Desc::XNTABLE) == 0 && d.get(S1Desc::PXNTABLE) == 0,
+        };
+        return PteRepr::Table { next: entry & OA_MASK, perm, user: ap_table & APTABLE_NO_EL0 == 0 };
+    }
+    let Some(size) = arm_leaf_size(entry, level) else {
+        return PteRepr::NotPresent;
+    };
+    let ap = d.get(S1Desc::AP);
+    let user = ap & AP_EL0 != 0;
+    let exec = if user { d.get(S1Desc::UXN) == 0 } else { d.get(S1Desc::PXN) == 0 };
+    let perm = Perm { read: true, write: ap & AP_RO == 0, exec };
+    PteRepr::Leaf { frame: arm_leaf_frame(entry, size), size, perm, user }
+}
+
+/// Decodes a stage-2 descriptor at our `level`. A leaf with S2AP = 0 is
+/// valid (it occupies its slot; accesses take permission faults).
+const fn arm_s2_decode(entry: u64, level: u8) -> PteRepr {
+    let d = S2Desc::from_words([entry]);
+    if d.get(S2Desc::VALID) == 0 {
+        return PteRepr::NotPresent;
+    }
+    if level > 1 && d.get(S2Desc::TYPE) == 1 {
+        // Stage-2 table descriptors carry no hierarchical attributes.
+        return PteRepr::Table { next: entry & OA_MASK, perm: Perm::ALL, user: true };
+    }
+    let Some(size) = arm_leaf_size(entry, level) else {
+        return PteRepr::NotPresent;
+    };
+    let s2ap = d.get(S2Desc::S2AP);
+    let perm = Perm { read: s2ap & S2AP_R != 0, write: s2ap & S2AP_W != 0, exec: d.get(S2Desc::XN) == 0 };
+    PteRepr::Leaf { frame: arm_leaf_frame(entry, size), size, perm, user: true }
+}
+
+/// Encodes a stage-1 descriptor the way an OS builds its tables (the
+/// choices of Linux's io-pgtable-arm for stage 1).
+///
+/// * Table: valid + table type and the next table; APTable, XNTable and
+///   PXNTable only narrow what `perm`/`user` deny (all 0 for
+///   [`TABLE_PERM`]: the leaf decides); NSTable 0.
+/// * Leaf: page type at level 1, block above; AttrIndx 0 (the driver
+///   programs MAIR attribute 0 as normal write-back memory); inner
+///   shareable; AF set (no access-flag faults); nG set (every mapping is
+///   ASID-tagged); AP[1] = `user`; AP[2] = read-only unless `perm.write`;
+///   UXN unless executable by EL0; PXN unless executable by EL1 (a user
+///   page is never privileged-executable).
+fn arm_s1_encode(r: &PteRepr) -> u64 {
+    match *r {
+        PteRepr::NotPresent => 0,
+        PteRepr::Table { next, perm, user } => {
+            let no_write = if perm.write { 0 } else { APTABLE_NO_WRITE };
+            let no_el0 = if user { 0 } else { APTABLE_NO_EL0 };
+            let ap_table = no_write | no_el0;
+            S1Desc::table(next)
+                .with(S1Desc::APTABLE, ap_table)
+                .with(S1Desc::XNTABLE, !perm.exec as u64)
+                .with(S1Desc::PXNTABLE, !perm.exec as u64)
+                .words()[0]
+        }
+        PteRepr::Leaf { frame, size, perm, user } => {
+            let el0 = if user { AP_EL0 } else { 0 };
+            let ro = if perm.write { 0 } else { AP_RO };
+            let ap = el0 | ro;
+            let el0_exec = perm.exec && user;
+            let el1_exec = perm.exec && !user;
+            S1Desc::leaf(frame, size == PageSize::Size4K, ap)
+                .with(S1Desc::ATTRINDX, 0)
+                .with(S1Desc::SH, SH_INNER)
+                .with(S1Desc::UXN, !el0_exec as u64)
+                .with(S1Desc::PXN, !el1_exec as u64)
+                .words()[0]
+        }
+    }
+}
+
+/// Encodes a stage-2 descriptor.
+///
+/// * Table: valid + table type and the next table (stage 2 has no
+///   hierarchical attributes).
+/// * Leaf: page type at level 1, block above; MemAttr normal write-back;
+///   inner shareable; AF set; S2AP from read and write; XN 0b00 when
+///   executable, else 0b10 (execute-never at every EL).
+fn arm_s2_encode(r: &PteRepr) -> u64 {
+    match *r {
+        PteRepr::NotPresent => 0,
+        PteRepr::Table { next, .. } => S2Desc::table(next).words()[0],
+        PteRepr::Leaf { frame, size, perm, .. } => {
+            let read = if perm.read { S2AP_R } else { 0 };
+            let write = if perm.write { S2AP_W } else { 0 };
+            let s2ap = read | write;
+            S2Desc::leaf(frame, size == PageSize::Size4K, s2ap)
+                .with(S2Desc::MEMATTR, S2_MEMATTR_WB)
+                .with(S2Desc::SH, SH_INNER)
+                .with(S2Desc::XN, if perm.exec { 0 } else { S2_XN_NONE })
+                .words()[0]
         }
     }
 }
@@ -177,7 +393,7 @@ const fn entry_span(cur: u64, last: u64, level: u8) -> (u64, u64, u64) {
 
 /// Table entries that link to a next-level table grant everything: the
 /// leaf decides (first stage: P, R/W=1, U/S=1, XD=0; second stage:
-/// R=W=X=1).
+/// R=W=X=1; Arm stage 1: APTable, XNTable, PXNTable all 0).
 const TABLE_PERM: Perm = Perm::ALL;
 
 /// A multi-level I/O page table in simulated memory, owned by the OS.
@@ -245,17 +461,23 @@ impl IoPageTable {
     ///
     /// # Errors
     /// * [`Errno::Inval`]: a level count the format does not have;
-    /// * [`Errno::NoMem`]: no frame for the root.
+    /// * [`Errno::NoMem`]: no frame for the root (or one beyond
+    ///   [`PtFormat::addr_end`]).
     pub fn new(mem: &dyn PhysMem, frames: &mut dyn FrameAllocator, format: PtFormat) -> Result<Self, Errno> {
         if !format.is_valid() {
             return Err(Errno::Inval);
         }
         let root = frames.alloc_frame(mem)?;
+        if root.raw() >= format.addr_end() {
+            frames.free_frame(root);
+            return Err(Errno::NoMem);
+        }
         Ok(Self { root, format, max_leaf: PageSize::Size1G, tables: 1, quarantine: Vec::new() })
     }
 
     /// The root table (first stage: FSPTPTR / CR3's page-map base; second
-    /// stage: SSPTPTR).
+    /// stage: SSPTPTR; Arm stage 1: CD.TTB0 / TTBR0; Arm stage 2:
+    /// STE.S2TTB).
     pub fn root(&self) -> Hpa {
         self.root
     }
@@ -276,8 +498,8 @@ impl IoPageTable {
     }
 
     /// Exclusive end of the inputs this table accepts: `2^input_bits` for
-    /// the second stage, the end of the lower canonical half
-    /// (`2^(input_bits-1)`) for the first stage.
+    /// the second stages and Arm stage 1 (a TTB0 tree), the end of the
+    /// lower canonical half (`2^(input_bits-1)`) for the VT-d first stage.
     pub fn input_end(&self) -> Iova {
         Iova::new(self.format.input_end())
     }
@@ -290,23 +512,28 @@ impl IoPageTable {
 
     /// Limits the leaf sizes to the IOMMU's capabilities: 1 GiB first-stage
     /// leaves need CAP.FS1GP (VT-d §9.7), second-stage large leaves need the
-    /// matching CAP.SLLPS bit (VT-d §9.8). The default is 1 GiB.
+    /// matching CAP.SLLPS bit (VT-d §9.8); the Arm 4 KiB-granule formats
+    /// always have 2 MiB and 1 GiB blocks (Arm ARM D8.3). The default is
+    /// 1 GiB.
     pub fn set_max_leaf(&mut self, size: PageSize) {
         self.max_leaf = size;
     }
 
     /// Maps one page of `size`: `iova` → `pa` with `perm`; `user` sets U/S in
-    /// a first-stage leaf (ignored by the second stage).
+    /// a first-stage leaf and AP[1] (EL0 access) in an Arm stage-1 leaf
+    /// (ignored by both second stages).
     ///
     /// # Errors
     /// * [`Errno::Inval`]: `iova` or `pa` not aligned to `size`; `size` above
     ///   [`IoPageTable::max_leaf`]; the page not below
-    ///   [`IoPageTable::input_end`] or `pa` beyond 52 bits; a permission the
-    ///   format cannot express (first stage without read, second stage
-    ///   without read or write);
+    ///   [`IoPageTable::input_end`] or `pa` beyond what the entries hold
+    ///   ([`PtFormat::addr_end`]: 52 bits for VT-d, 48 bits for Arm); a
+    ///   permission the format cannot express (first stage and Arm stage 1
+    ///   without read, second stages without read or write);
     /// * [`Errno::Overflow`]: the page's end overflows 64 bits;
     /// * [`Errno::Exist`]: any part of the page is already mapped;
-    /// * [`Errno::NoMem`]: a table page could not be allocated;
+    /// * [`Errno::NoMem`]: a table page could not be allocated (or lies
+    ///   beyond [`PtFormat::addr_end`]);
     /// * [`Errno::Fault`]: a table entry could not be read or written.
     ///
     /// On every error the table is as before and every page this call
@@ -373,7 +600,7 @@ impl IoPageTable {
         }
         let iova_end = iova.raw().checked_add(len).ok_or(Errno::Overflow)?;
         let pa_end = pa.raw().checked_add(len).ok_or(Errno::Overflow)?;
-        if iova_end > self.format.input_end() || pa_end > ADDR_END {
+        if iova_end > self.format.input_end() || pa_end > self.format.addr_end() {
             return Err(Errno::Inval);
         }
         let last = iova_end.checked_sub(1).ok_or(Errno::Inval)?;
@@ -456,6 +683,11 @@ impl IoPageTable {
                 (PteRepr::NotPresent, None) if level > 1 => {
                     let next = frames.alloc_frame(mem)?;
                     plan.new_tables.push(next);
+                    // A table page the entry format cannot point at (Arm:
+                    // beyond the 48-bit OA field) is as good as none.
+                    if next.raw() >= self.format.addr_end() {
+                        return Err(Errno::NoMem);
+                    }
                     self.build(mem, frames, plan, next, false, level - 1, cur, chunk_last)?;
                     let link = PteRepr::Table { next: next.raw(), perm: TABLE_PERM, user: true };
                     Some(self.format.encode(&link))

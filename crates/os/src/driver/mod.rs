@@ -12,8 +12,10 @@ use iommu_types::{Gpa, Hpa, Pasid, PhysMem, SourceId};
 use crate::frames::FrameAllocator;
 use crate::iopf::{Fault, Response};
 use crate::pasid::DeviceId;
+use crate::pgtable::PtFormat;
 use crate::Errno;
 
+pub mod smmuv3;
 pub mod vtd;
 
 /// Names a domain of one IOMMU core: the instance that created it and an
@@ -203,6 +205,18 @@ pub trait IommuDriver {
         Ok(())
     }
 
+    /// The page-table format this IOMMU walks for a first- or second-stage
+    /// table of `levels` levels (VT-d §9.7/§9.8 by default; SMMUv3 walks
+    /// VMSAv8-64 tables). The core builds domain tables, and the kernel
+    /// process page tables, in it.
+    fn table_format(&self, second_stage: bool, levels: u8) -> PtFormat {
+        if second_stage {
+            PtFormat::SecondStage { levels }
+        } else {
+            PtFormat::FirstStage { levels }
+        }
+    }
+
     /// Whether the IOMMU may cache not-present entries (VT-d caching mode),
     /// so that new mappings need an invalidation too.
     fn caches_not_present(&self) -> bool;
@@ -249,6 +263,11 @@ pub enum HwInfoData {
         cap: u64,
         /// ECAP_REG.
         ecap: u64,
+    },
+    /// Arm SMMUv3: the ID registers.
+    Smmuv3 {
+        /// SMMU_IDR0–IDR5.
+        idr: [u32; 6],
     },
 }
 

@@ -34,7 +34,6 @@ use crate::frames::FrameAllocator;
 use crate::iommu::{GroupId, HandleKind, NestedS1};
 use crate::iopf::{self, FaultGroup, ResponseCode};
 use crate::pasid::DeviceId;
-use crate::pgtable::PtFormat;
 use crate::{driver::DomainRef, Errno};
 
 pub mod uapi;
@@ -551,7 +550,8 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
                 }
                 let areas: Vec<(u64, MemfdId, u64, u64, Perm)> =
                     areas.iter().map(|(a, ar)| (*a, ar.memfd, ar.offset, ar.len, ar.perm)).collect();
-                let domain = self.iommu.alloc_paging(PtFormat::SecondStage { levels: 4 }, nest_parent)?;
+                let format = self.iommu.driver().table_format(true, 4);
+                let domain = self.iommu.alloc_paging(format, nest_parent)?;
                 for (iova, memfd, offset, len, perm) in areas {
                     let mapped = self.memfd_base(memfd).and_then(|base| {
                         let pa = iommu_types::Hpa::new(base.raw() + offset);

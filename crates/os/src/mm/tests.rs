@@ -1,8 +1,11 @@
+use iommu_format::smmuv3::desc::Granule;
 use iommu_format::vtd::pasid::{FirstStageCfg, PasidConfig, PasidEntryRepr};
 use iommu_hw::vtd::{VtdConfig, VtdUnit};
 use iommu_testkit::vtd::VtdSetup;
 use iommu_testkit::PageAlloc;
 use iommu_types::{DomainId, Gpa, NullInterrupts, PagedMemory, Pasid, SourceId};
+use iommu_walk::smmuv3::config::{CdCfg, TableCfg};
+use iommu_walk::smmuv3::page::{s1_walk, TransFaultKind};
 
 use super::*;
 use crate::frames::RangeFrames;
@@ -32,9 +35,28 @@ fn env() -> Env {
     Env { mem, frames, mm }
 }
 
+/// An mm whose page tables are in `format`.
+fn env_in(format: PtFormat) -> Env {
+    let mem = PagedMemory::new(MEM_SIZE);
+    let mut frames = RangeFrames::new(Hpa::new(FRAMES_START), Hpa::new(FRAMES_END));
+    let mm = Mm::with_format(&mem, &mut frames, format).unwrap();
+    Env { mem, frames, mm }
+}
+
 /// An mm with a VMA of `pages` pages at [`VA`] with `perm`.
 fn env_with_vma(pages: u64, perm: Perm) -> Env {
     let mut e = env();
+    e.mm.mmap(Some(VA), pages << 12, perm).unwrap();
+    e
+}
+
+/// The AArch64 format an Arm mm uses: VMSAv8-64 stage 1, 4 KiB granule,
+/// 48-bit TTBR0 range.
+const ARM: PtFormat = PtFormat::ArmS1 { levels: 4 };
+
+/// An Arm mm with a VMA of `pages` pages at [`VA`] with `perm`.
+fn arm_with_vma(pages: u64, perm: Perm) -> Env {
+    let mut e = env_in(ARM);
     e.mm.mmap(Some(VA), pages << 12, perm).unwrap();
     e
 }
@@ -451,4 +473,169 @@ fn device_reads_through_cr3_what_the_cpu_wrote() {
     let mut buf = [0u8; 6];
     unit.dma_read(DEV, Some(Pasid::new(5)), Iova::new(VA + 0xFFC), &mut buf).unwrap();
     assert_eq!(&buf, b"sva!ok");
+}
+
+// ---- AArch64 page tables ----
+
+#[test]
+fn new_mm_is_x86_four_level() {
+    let e = env();
+    assert_eq!(e.mm.format(), PtFormat::FirstStage { levels: 4 });
+}
+
+/// Only the two 4-level CPU formats make a process address space.
+#[test]
+fn with_format_other_than_x86_or_arm_4_level_is_inval_and_allocates_nothing() {
+    let mem = PagedMemory::new(MEM_SIZE);
+    let mut frames = RangeFrames::new(Hpa::new(FRAMES_START), Hpa::new(FRAMES_END));
+    let bad = [
+        PtFormat::FirstStage { levels: 5 },
+        PtFormat::SecondStage { levels: 4 },
+        PtFormat::ArmS1 { levels: 3 },
+        PtFormat::ArmS2 { levels: 4 },
+    ];
+    for format in bad {
+        let r = Mm::with_format(&mem, &mut frames, format);
+        assert_eq!((r.map(|_| ()), frames.in_use()), (Err(Errno::Inval), 0), "{format:?}");
+    }
+}
+
+#[test]
+fn arm_mm_reports_its_format_and_owns_only_its_root() {
+    let e = env_in(ARM);
+    assert_eq!((e.mm.format(), e.mm.vmas().count(), e.frames.in_use()), (ARM, 0, 1));
+}
+
+/// Arm ARM D8.3, D8.4: the page descriptor a write fault writes for a
+/// read/write VMA: page type (bits 1:0), AP = 0b01 (EL0, writable), SH
+/// inner, AF, nG, the frame (47:12), PXN (53) and UXN (54).
+#[test]
+fn arm_fault_writes_an_el0_rw_no_exec_page() {
+    let mut e = arm_with_vma(1, RW);
+    fault(&mut e, VA, Access::WRITE).unwrap();
+    let frame = e.mm.translate(&e.mem, VA).unwrap().raw();
+    assert_eq!(raw_pte(&e, VA), 0x0060_0000_0000_0F43 | frame);
+    assert_eq!(e.mm.leaf_entry(&e.mem, VA).map(|a| e.mem.read_u64(a).unwrap()), Some(raw_pte(&e, VA)));
+}
+
+/// Arm ARM D8.4: a read-only executable VMA gets AP = 0b11 (EL0,
+/// read-only) and PXN only (EL0 may execute, EL1 may not).
+#[test]
+fn arm_fault_on_a_read_exec_vma_writes_an_el0_read_only_exec_page() {
+    let mut e = arm_with_vma(1, Perm { read: true, write: false, exec: true });
+    fault(&mut e, VA, Access::READ.exec()).unwrap();
+    let frame = e.mm.translate(&e.mem, VA).unwrap().raw();
+    assert_eq!(raw_pte(&e, VA), 0x0020_0000_0000_0FC3 | frame);
+}
+
+#[test]
+fn arm_write_fault_on_a_read_only_vma_is_fault() {
+    let mut e = arm_with_vma(1, RO);
+    assert_eq!(fault(&mut e, VA, Access::WRITE), Err(Errno::Fault));
+    fault(&mut e, VA, Access::READ).unwrap();
+    assert_eq!(e.mm.write(&e.mem, &mut e.frames, VA, &[1]), Err(Errno::Fault));
+}
+
+#[test]
+fn arm_exec_fault_on_a_non_exec_vma_is_fault() {
+    let mut e = arm_with_vma(1, RW);
+    assert_eq!(fault(&mut e, VA, Access::READ.exec()), Err(Errno::Fault));
+}
+
+/// Like the x86 mm: a fault needs a data frame and three table pages, and
+/// every failing allocation leaves nothing behind.
+#[test]
+fn arm_fault_fail_nth_sweep_fails_cleanly_then_succeeds() {
+    let mut e = arm_with_vma(1, RW);
+    let mut attempts = 0;
+    let result = loop {
+        attempts += 1;
+        e.frames.fail_nth(Some(attempts));
+        let r = fault(&mut e, VA, Access::WRITE);
+        if r != Err(Errno::NoMem) || attempts > 16 {
+            break r;
+        }
+        assert_eq!((e.frames.in_use(), e.mm.resident_pages()), (1, 0), "attempt {attempts}");
+    };
+    assert_eq!((result, attempts, e.frames.in_use()), (Ok(()), 5, 5));
+}
+
+#[test]
+fn arm_write_then_read_round_trips_across_a_page_boundary() {
+    let mut e = arm_with_vma(2, RW);
+    let data: Vec<u8> = (0..64).collect();
+    e.mm.write(&e.mem, &mut e.frames, VA + 0xFE0, &data).unwrap();
+    let mut buf = [0u8; 64];
+    e.mm.read(&e.mem, &mut e.frames, VA + 0xFE0, &mut buf).unwrap();
+    assert_eq!((buf.as_slice(), e.mm.resident_pages()), (data.as_slice(), 2));
+    assert_eq!(e.mm.resident_frame(VA + 0x1000), e.mm.translate(&e.mem, VA + 0x1000));
+}
+
+#[test]
+fn arm_munmap_keeps_frames_until_complete_then_frees_them() {
+    let mut e = arm_with_vma(2, RW);
+    fault(&mut e, VA, Access::WRITE).unwrap();
+    let u = e.mm.munmap(&e.mem, VA, 0x2000).unwrap();
+    assert_eq!(e.mm.translate(&e.mem, VA), None);
+    assert_eq!((u.pages(), u.freed_tables(), e.frames.in_use()), (1, 3, 5));
+    u.complete(&mut e.frames);
+    assert_eq!((e.frames.in_use(), e.mm.vmas().count()), (1, 0));
+    assert_eq!(fault(&mut e, VA, Access::READ), Err(Errno::Fault));
+}
+
+#[test]
+fn arm_exit_complete_and_destroy_free_every_frame() {
+    let mut e = arm_with_vma(3, RW);
+    e.mm.write(&e.mem, &mut e.frames, VA, &[1; 0x3000]).unwrap();
+    let u = e.mm.exit(&e.mem);
+    assert_eq!((u.start(), u.end(), u.pages(), e.mm.is_dead()), (0, Mm::USER_END, 3, true));
+    u.complete(&mut e.frames);
+    assert_eq!(e.mm.mmap(None, 0x1000, RW), Err(Errno::Fault));
+    e.mm.destroy(&e.mem, &mut e.frames);
+    assert_eq!(e.frames.in_use(), 0);
+}
+
+/// SMMUv3 §3.4 with SVA: a CD whose TTB0 is the Arm mm's `cr3()` (T0SZ =
+/// 16, 4 KiB granule, start level 0) lets the SMMU walker find what the
+/// CPU wrote, with the page's EL0 permissions: an unprivileged write to a
+/// read-only VMA's page faults.
+#[test]
+fn smmu_walks_the_arm_mm_tables_through_ttb0() {
+    let mut e = arm_with_vma(2, RW);
+    e.mm.mmap(Some(VA + 0x2000), 0x1000, RO).unwrap();
+    e.mm.write(&e.mem, &mut e.frames, VA + 0xFFC, b"sva!ok").unwrap();
+    let mut buf = [0u8; 1];
+    e.mm.read(&e.mem, &mut e.frames, VA + 0x2000, &mut buf).unwrap();
+    let tables = TableCfg {
+        base: e.mm.cr3().raw(),
+        granule: Granule::G4K,
+        input_bits: 48,
+        start_level: 0,
+        root_bits: 9,
+        out_bits: 48,
+    };
+    let cd = CdCfg {
+        asid: 1,
+        tt: [Some(tables), None],
+        tbi: [false; 2],
+        had: [false; 2],
+        affd: false,
+        wxn: false,
+        uwxn: false,
+        pan: false,
+        record: false,
+        stall: false,
+    };
+    let mut refs = 0;
+    let walk = |va: u64, refs: &mut u32| s1_walk(&e.mem, &cd, 0, &tables, va, None, refs);
+    let rw = walk(VA + 0x1002, &mut refs).unwrap();
+    assert_eq!(rw.oa | 0x002, e.mm.translate(&e.mem, VA + 0x1002).unwrap().raw());
+    assert!(rw.perms.allows(Access::READ_WRITE) && !rw.global);
+    let mut got = [0u8; 6];
+    e.mem.read(Hpa::new(walk(VA + 0xFFC, &mut refs).unwrap().oa | 0xFFC), &mut got[..4]).unwrap();
+    e.mem.read(Hpa::new(rw.oa), &mut got[4..]).unwrap();
+    assert_eq!(&got, b"sva!ok");
+    let ro = walk(VA + 0x2000, &mut refs).unwrap();
+    assert!(ro.perms.allows(Access::READ) && !ro.perms.allows(Access::WRITE));
+    assert_eq!(walk(VA + 0x3000, &mut refs).unwrap_err().kind, TransFaultKind::Translation);
 }

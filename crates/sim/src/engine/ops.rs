@@ -1,10 +1,10 @@
 //! The operations of a timeline, each through the kernel's or the VMM's
 //! public interface.
 
+use iommu_os::driver::IommuDriver;
 use iommu_os::frames::FrameAllocator;
 use iommu_os::iommu::{DomainKind, HandleKind, MmId};
 use iommu_os::kernel::{GpasidBindData, Kernel, FORMAT_INTEL_VTD, GPASID_BIND_ARGSZ};
-use iommu_os::pgtable::PtFormat;
 use iommu_os::Errno;
 use iommu_types::{Gpa, Hpa, Iova, Pasid, PhysMem};
 use iommu_vmm::VmError;
@@ -296,11 +296,7 @@ impl Machine<'_> {
                 Outcome::Ok(format!("PASIDs {got:?}"), None)
             }
             Op::DomainAlloc { domain, second_stage, levels, nest_parent } => {
-                let format = if *second_stage {
-                    PtFormat::SecondStage { levels: *levels }
-                } else {
-                    PtFormat::FirstStage { levels: *levels }
-                };
+                let format = self.host.iommu_mut().driver().table_format(*second_stage, *levels);
                 match self.host.iommu_mut().alloc_paging(format, *nest_parent) {
                     Ok(d) => {
                         self.domains[*domain] = Some(d);

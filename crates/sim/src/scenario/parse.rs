@@ -752,24 +752,7 @@ impl<'b, 'a> StepReader<'b, 'a> {
     fn expect(&mut self) -> Result<Expect, ScenarioError> {
         let Some(s) = self.opt_str("expect")? else { return Ok(Expect::Ok) };
         let t = s.get_ref().as_str();
-        let errnos = [
-            Errno::Perm,
-            Errno::NoEnt,
-            Errno::Io,
-            Errno::TooBig,
-            Errno::NoMem,
-            Errno::Fault,
-            Errno::Busy,
-            Errno::Exist,
-            Errno::NoDev,
-            Errno::Inval,
-            Errno::NoSpc,
-            Errno::SPipe,
-            Errno::Overflow,
-            Errno::OpNotSupp,
-            Errno::TimedOut,
-        ];
-        if let Some(e) = errnos.iter().find(|e| e.name() == t) {
+        if let Some(e) = Errno::ALL.iter().find(|e| e.name() == t) {
             return Ok(Expect::Errno(*e));
         }
         let e = match t {
