@@ -436,3 +436,41 @@ fn the_core_builds_arm_tables_and_pasid_dma_translates_until_unmapped() {
     core.flush(f).unwrap();
     assert!(smmu.translate(&req(IOVA + 0x1008)).is_err(), "no stale TLB entry after unmap + flush");
 }
+
+/// Semantics §5.8 for the driver's multi-step operations: failing the
+/// n-th command submission of a PASID attach (CD write, STE rewrite, ATS
+/// enable) or of a RID change leaves the STE, the CD and the frames as
+/// they were, and the same operation then succeeds.
+#[test]
+fn fail_nth_submission_of_attach_leaves_everything_as_it_was() {
+    for rid_s1 in [false, true] {
+        let mut n = 1;
+        loop {
+            let mut r = Rig::new();
+            let dev = pci(1, 1 << 20, true, true);
+            r.probe(&dev);
+            r.set(&dev, Pasid::ZERO, &identity()).unwrap();
+            let d = r.s1_domain(10, DATA, true);
+            let rid = r.s1_domain(11, DATA + 0x1000, false);
+            let (ste, frames) = (r.ste(&dev).words(), r.frames.in_use());
+            r.drv.fail_nth_submit(Some(n));
+            let res = if rid_s1 { r.set(&dev, Pasid::ZERO, &rid) } else { r.set(&dev, P1, &d) };
+            r.drv.fail_nth_submit(None);
+            if res.is_ok() {
+                assert!(n > 3, "the attach took at least three submissions");
+                break;
+            }
+            assert_eq!(r.ste(&dev).words(), ste, "rid_s1 {rid_s1}, fail {n}: STE");
+            assert_eq!(r.frames.in_use(), frames, "rid_s1 {rid_s1}, fail {n}: frames");
+            assert_eq!(r.dma(&dev, None, 0x7000, false), Some(0x7000), "rid_s1 {rid_s1}, fail {n}");
+            if rid_s1 {
+                r.set(&dev, Pasid::ZERO, &rid).unwrap();
+                assert_eq!(r.dma(&dev, None, IOVA, false), Some(DATA + 0x1000));
+            } else {
+                r.set(&dev, P1, &d).unwrap();
+                assert_eq!(r.dma(&dev, Some(1), IOVA, false), Some(DATA));
+            }
+            n += 1;
+        }
+    }
+}
