@@ -234,21 +234,11 @@ mod tests {
 #[cfg(test)]
 mod props {
     use super::*;
-    use crate::bits::{defined_mask, Field};
+    use crate::bits::Field;
     use crate::smmuv3::desc::Granule;
+    use crate::smmuv3::props::{legal_value, max_value, same_outside, Legal};
     use proptest::prelude::*;
-    use proptest::sample::{select, Index};
-
-    /// The values of a field a test may write.
-    #[derive(Debug, Clone, Copy)]
-    enum Legal {
-        /// Every value that fits the field.
-        Any,
-        /// `lo..=hi`.
-        Range(u64, u64),
-        /// One of these.
-        OneOf(&'static [u64]),
-    }
+    use proptest::sample::select;
 
     /// Legal values of every CD field, SMMUv3 §5.4, for VMSAv8-64 tables
     /// with a 48-bit OAS and no VAX or TTST: TxSZ 16–39, IPS up to 48 bits,
@@ -293,29 +283,6 @@ mod props {
         (Cd::AMAIR1, Legal::Any),
         (Cd::IMPDEF, Legal::Any),
     ];
-
-    /// The largest value `f` holds.
-    fn max_value(f: Field) -> u64 {
-        u64::MAX >> (64 - f.width())
-    }
-
-    /// Picks a field of `table` and a legal value for it.
-    fn legal_value(table: &'static [(Field, Legal)]) -> impl Strategy<Value = (Field, u64)> {
-        (select(table), any::<u64>(), any::<Index>()).prop_map(|((f, legal), v, i)| {
-            let value = match legal {
-                Legal::Any => v & max_value(f),
-                Legal::Range(lo, hi) => lo + v % (hi - lo + 1),
-                Legal::OneOf(set) => *i.get(set),
-            };
-            (f, value)
-        })
-    }
-
-    /// Whether `a` and `b` differ only inside `f`'s bits.
-    fn same_outside<const N: usize>(a: [u64; N], b: [u64; N], f: Field) -> bool {
-        let m = defined_mask::<N>(&[f]);
-        (0..N).all(|i| (a[i] ^ b[i]) & !m[i] == 0)
-    }
 
     fn any_cd() -> impl Strategy<Value = Cd> {
         proptest::array::uniform8(any::<u64>()).prop_map(Cd)

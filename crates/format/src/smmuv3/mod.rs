@@ -15,5 +15,7 @@ pub mod cmd;
 pub mod desc;
 pub mod event;
 pub mod pri;
+#[cfg(test)]
+mod props;
 pub mod regs;
 pub mod ste;

@@ -287,22 +287,12 @@ mod tests {
 #[cfg(test)]
 mod props {
     use super::*;
-    use crate::bits::{defined_mask, Field};
+    use crate::bits::Field;
     use crate::smmuv3::cd::S1Fmt;
     use crate::smmuv3::desc::Granule;
+    use crate::smmuv3::props::{legal_value, max_value, same_outside, Legal};
     use proptest::prelude::*;
-    use proptest::sample::{select, Index};
-
-    /// The values of a field a test may write.
-    #[derive(Debug, Clone, Copy)]
-    enum Legal {
-        /// Every value that fits the field.
-        Any,
-        /// `lo..=hi`.
-        Range(u64, u64),
-        /// One of these.
-        OneOf(&'static [u64]),
-    }
+    use proptest::sample::select;
 
     /// Legal values of every STE field, SMMUv3 §5.2, as a Non-secure SMMUv3.1
     /// with 20-bit SubstreamIDs and a 48-bit OAS accepts them (0b01, the
@@ -343,29 +333,6 @@ mod props {
         (Ste::S2S, Legal::Range(0, 1)),
         (Ste::S2R, Legal::Range(0, 1)),
     ];
-
-    /// The largest value `f` holds.
-    fn max_value(f: Field) -> u64 {
-        u64::MAX >> (64 - f.width())
-    }
-
-    /// Picks a field of `table` and a legal value for it.
-    fn legal_value(table: &'static [(Field, Legal)]) -> impl Strategy<Value = (Field, u64)> {
-        (select(table), any::<u64>(), any::<Index>()).prop_map(|((f, legal), v, i)| {
-            let value = match legal {
-                Legal::Any => v & max_value(f),
-                Legal::Range(lo, hi) => lo + v % (hi - lo + 1),
-                Legal::OneOf(set) => *i.get(set),
-            };
-            (f, value)
-        })
-    }
-
-    /// Whether `a` and `b` differ only inside `f`'s bits.
-    fn same_outside<const N: usize>(a: [u64; N], b: [u64; N], f: Field) -> bool {
-        let m = defined_mask::<N>(&[f]);
-        (0..N).all(|i| (a[i] ^ b[i]) & !m[i] == 0)
-    }
 
     fn any_ste() -> impl Strategy<Value = Ste> {
         proptest::array::uniform8(any::<u64>()).prop_map(Ste)
