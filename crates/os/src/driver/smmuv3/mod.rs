@@ -420,8 +420,8 @@ impl<B: RegisterBus> SmmuDriver<B> {
             return Err(Errno::TimedOut);
         }
         let sync = Command::Sync { cs: SyncCompletion::SigNone, msh: 0, msiattr: 0, msi_data: 0, msi_addr: 0 };
-        // Wait for room: the queue is drained after every batch, so it is
-        // empty here unless an earlier error left entries behind.
+        // Every batch is drained (or recovered) before this returns, so the
+        // queue is empty here and the batch fits.
         for c in cmds.iter().chain([&sync]) {
             let at = self.cmdq.base.raw() + 16 * self.cmdq.ptr.index(self.cmdq.log2) as u64;
             let w = c.encode();
