@@ -474,3 +474,18 @@ fn fail_nth_submission_of_attach_leaves_everything_as_it_was() {
         }
     }
 }
+
+#[test]
+fn removing_a_stage_1_rid_domain_blocks_untagged_dma_and_frees_the_cd_table() {
+    let mut r = Rig::new();
+    let dev = pci(1, 8, false, false);
+    r.probe(&dev);
+    let before = r.frames.in_use();
+    let rid = r.s1_domain(20, DATA, false);
+    r.set(&dev, Pasid::ZERO, &rid).unwrap();
+    assert_eq!(r.dma(&dev, None, IOVA, false), Some(DATA));
+    r.remove(&dev, Pasid::ZERO, false);
+    assert_eq!(r.ste(&dev).config(), SteConfig::Abort);
+    assert_eq!(r.dma(&dev, None, IOVA, false), None);
+    assert_eq!(r.frames.in_use(), before);
+}

@@ -3,11 +3,12 @@
 //! transactions from the event queue (§3.12.2), answered with CMD_RESUME.
 
 use iommu_format::smmuv3::cmd::{Command, PriResponse, ResumeAction};
+use iommu_format::smmuv3::event::{Event, EventRecord};
 use iommu_format::smmuv3::pri::{PageRequest, PriEntry};
 use iommu_format::smmuv3::regs::{offset as o, QueueIndex};
 use iommu_types::{Access, Hpa, Iova, Pasid, PhysMem, RegisterBus, SourceId, StreamId, SubstreamId, Width};
 
-use super::SmmuDriver;
+use super::{SmmuDriver, MAX_KEPT_EVENTS};
 use crate::driver::FaultBatch;
 use crate::iopf::{Fault, Response, ResponseCode};
 use crate::pasid::DeviceId;
@@ -81,6 +82,35 @@ impl<B: RegisterBus> SmmuDriver<B> {
             self.submit(mem, &answers)?;
         }
         Ok(batch)
+    }
+
+    /// Keeps a non-fault event for inspection.
+    fn keep_event(&mut self, e: Event) {
+        if self.events.len() == MAX_KEPT_EVENTS {
+            self.events.remove(0);
+        }
+        self.events.push(e);
+    }
+
+    /// Reads the event queue up to EVENTQ_PROD (§7.2, §7.4: overflow is
+    /// acknowledged by copying OVFLG into CONS).
+    fn read_events(&mut self, mem: &dyn PhysMem) -> Result<Vec<Event>, Errno> {
+        let q = self.evtq;
+        let prod = QueueIndex::from_words([self.r(o::EVENTQ_PROD, Width::W32)?]);
+        let mut cons = q.ptr;
+        let mut out = Vec::new();
+        while cons.pointer(q.log2) != prod.pointer(q.log2) {
+            let mut b = [0u8; 32];
+            mem.read(Hpa::new(q.base.raw() + 32 * cons.index(q.log2) as u64), &mut b).map_err(|_| Errno::Fault)?;
+            if let Some(e) = EventRecord::from_bytes(&b).decode() {
+                out.push(e);
+            }
+            cons = cons.incremented(q.log2);
+        }
+        cons.set(QueueIndex::OVFLG, prod.get(QueueIndex::OVFLG));
+        self.evtq.ptr = cons;
+        self.w(o::EVENTQ_CONS, Width::W32, cons.words()[0])?;
+        Ok(out)
     }
 
     /// Re-arms the PRI queue after an overflow: CONS.OVACKFLG takes

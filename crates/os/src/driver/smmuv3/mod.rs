@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use iommu_format::smmuv3::cd::{Cd, L1Cd};
 use iommu_format::smmuv3::cmd::{Command, SyncCompletion};
-use iommu_format::smmuv3::event::{Event, EventRecord};
+use iommu_format::smmuv3::event::Event;
 use iommu_format::smmuv3::regs::{offset as o, CmdqError, Idr0, Idr1, Idr3, Idr5, QueueIndex};
 use iommu_format::smmuv3::ste::{L1Std, Ste, SteConfig};
 use iommu_types::{Hpa, PhysMem, RegisterBus, StreamId, SubstreamId, Width};
@@ -80,6 +80,9 @@ const MAX_SID_BITS: u32 = 16;
 const STE_SPLIT: u32 = 8;
 /// CDs per level-2 CD table (S1Fmt = 64K leaves: 1024 CDs).
 const CD_SPLIT: u32 = 10;
+/// The CMD_SYNC closing every batch: completion is polled through
+/// CMDQ_CONS, so no interrupt or MSI is asked for (§4.7.3 CS = SIG_NONE).
+const SYNC: Command = Command::Sync { cs: SyncCompletion::SigNone, msh: 0, msiattr: 0, msi_data: 0, msi_addr: 0 };
 /// Events kept for inspection (older ones are dropped).
 const MAX_KEPT_EVENTS: usize = 256;
 
@@ -265,9 +268,7 @@ impl<B: RegisterBus> SmmuDriver<B> {
         })();
         let give_back = |frames: &mut dyn FrameAllocator, taken: &[(Hpa, u64)]| {
             for (f, pages) in taken {
-                for p in 0..*pages {
-                    frames.free_frame(Hpa::new(f.raw() + p * 4096));
-                }
+                free_pages(frames, *f, *pages);
             }
         };
         let (strtab, cmdq, evtq, priq) = match setup {
@@ -419,17 +420,13 @@ impl<B: RegisterBus> SmmuDriver<B> {
         if self.fail_submit_at == Some(self.submissions) {
             return Err(Errno::TimedOut);
         }
-        let sync = Command::Sync { cs: SyncCompletion::SigNone, msh: 0, msiattr: 0, msi_data: 0, msi_addr: 0 };
         // Every batch is drained (or recovered) before this returns, so the
         // queue is empty here and the batch fits.
-        for c in cmds.iter().chain([&sync]) {
-            let at = self.cmdq.base.raw() + 16 * self.cmdq.ptr.index(self.cmdq.log2) as u64;
-            let w = c.encode();
-            mem.write_u64(Hpa::new(at), w[0]).map_err(|_| Errno::Fault)?;
-            mem.write_u64(Hpa::new(at + 8), w[1]).map_err(|_| Errno::Fault)?;
+        for c in cmds.iter().chain([&SYNC]) {
+            self.write_cmd(mem, self.cmdq.ptr, c)?;
             self.cmdq.ptr = self.cmdq.ptr.incremented(self.cmdq.log2);
         }
-        self.log.extend(cmds.iter().chain([&sync]).map(|c| HwAction::Command(*c)));
+        self.log.extend(cmds.iter().chain([&SYNC]).map(|c| HwAction::Command(*c)));
         let prod = self.cmdq.ptr;
         self.w(o::CMDQ_PROD, Width::W32, prod.words()[0])?;
         for _ in 0..POLL_LIMIT {
@@ -445,15 +442,19 @@ impl<B: RegisterBus> SmmuDriver<B> {
         Err(Errno::TimedOut)
     }
 
+    /// Writes `c` into the command-queue slot `at` points at.
+    fn write_cmd(&self, mem: &dyn PhysMem, at: QueueIndex, c: &Command) -> Result<(), Errno> {
+        let addr = self.cmdq.base.raw() + 16 * at.index(self.cmdq.log2) as u64;
+        let w = c.encode();
+        mem.write_u64(Hpa::new(addr), w[0]).map_err(|_| Errno::Fault)?;
+        mem.write_u64(Hpa::new(addr + 8), w[1]).map_err(|_| Errno::Fault)
+    }
+
     /// Recovers from a command error (§7.1): the failing command is
     /// replaced by a CMD_SYNC, GERROR.CMDQ_ERR acknowledged, and the queue
     /// drained.
     fn recover_cmdq(&mut self, mem: &dyn PhysMem, cons: QueueIndex, err: u64) -> Errno {
-        let at = self.cmdq.base.raw() + 16 * cons.index(self.cmdq.log2) as u64;
-        let sync = Command::Sync { cs: SyncCompletion::SigNone, msh: 0, msiattr: 0, msi_data: 0, msi_addr: 0 };
-        let w = sync.encode();
-        let _ = mem.write_u64(Hpa::new(at), w[0]);
-        let _ = mem.write_u64(Hpa::new(at + 8), w[1]);
+        let _ = self.write_cmd(mem, cons, &SYNC);
         if let Ok(gerror) = self.r(o::GERROR, Width::W32) {
             let _ = self.w(o::GERRORN, Width::W32, gerror);
         }
@@ -635,35 +636,6 @@ impl<B: RegisterBus> SmmuDriver<B> {
         let t = self.masters.get(&sid).and_then(|m| m.cds.as_ref()).ok_or(Errno::NoEnt)?;
         let at = Self::cd_addr(t, ssid).ok_or(Errno::NoEnt)?;
         Ok(Cd::from_words(Self::read_words(mem, at)?))
-    }
-
-    /// Keeps a non-fault event for inspection.
-    fn keep_event(&mut self, e: Event) {
-        if self.events.len() == MAX_KEPT_EVENTS {
-            self.events.remove(0);
-        }
-        self.events.push(e);
-    }
-
-    /// Reads the event queue up to EVENTQ_PROD (§7.2, §7.4: overflow is
-    /// acknowledged by copying OVFLG into CONS).
-    fn read_events(&mut self, mem: &dyn PhysMem) -> Result<Vec<Event>, Errno> {
-        let q = self.evtq;
-        let prod = QueueIndex::from_words([self.r(o::EVENTQ_PROD, Width::W32)?]);
-        let mut cons = q.ptr;
-        let mut out = Vec::new();
-        while cons.pointer(q.log2) != prod.pointer(q.log2) {
-            let mut b = [0u8; 32];
-            mem.read(Hpa::new(q.base.raw() + 32 * cons.index(q.log2) as u64), &mut b).map_err(|_| Errno::Fault)?;
-            if let Some(e) = EventRecord::from_bytes(&b).decode() {
-                out.push(e);
-            }
-            cons = cons.incremented(q.log2);
-        }
-        cons.set(QueueIndex::OVFLG, prod.get(QueueIndex::OVFLG));
-        self.evtq.ptr = cons;
-        self.w(o::EVENTQ_CONS, Width::W32, cons.words()[0])?;
-        Ok(out)
     }
 }
 

@@ -508,12 +508,15 @@ impl<B: RegisterBus> IommuDriver for SmmuDriver<B> {
     ) {
         let sid = dev.sid.raw() as u32;
         if pasid.raw() == 0 {
-            let blocked = DomainDesc {
-                id: DomainRef { instance: u16::MAX, index: u32::MAX },
-                config: DomainConfig::Blocked,
-                sva: false,
-            };
-            let _ = self.set_rid(mem, frames, sid, &blocked);
+            // No RID domain: the STE blocks (aborts, or terminates untagged
+            // traffic under a CD table).
+            let Some(old) = self.masters.get_mut(&sid).and_then(|m| m.rid.take()) else { return };
+            let _ = self.update_ste(mem, sid);
+            if matches!(old.config, DomainConfig::FirstStage { .. }) {
+                let _ = self.write_cd(mem, sid, 0, &[0; 8]);
+            }
+            let _ = self.ids_put(mem, &old);
+            self.maybe_free_cds(frames, sid);
             return;
         }
         // A failed step leaves the entry blocking or stale; retry once (an
