@@ -15,7 +15,7 @@ use iommu_format::smmuv3::event::{Event, EventId, EventRecord};
 use iommu_format::smmuv3::pri::{PageRequest, PriEntry};
 use iommu_format::smmuv3::regs::offset as o;
 use iommu_format::smmuv3::ste::Ste;
-use iommu_hw::smmuv3::{AtsCompletion, PriOutcome, Request, Smmu, SmmuConfig};
+use iommu_hw::smmuv3::{AtsCompletion, AuditedCache, PriOutcome, Request, Smmu, SmmuConfig};
 use iommu_types::{Access, Hpa, NullInterrupts, PagedMemory, PhysMem, RegisterBus, StreamId, SubstreamId, Width};
 
 const STRTAB: u64 = 0x1_0000;
@@ -467,4 +467,43 @@ fn a_remapped_leaf_is_stale_without_invalidation_and_fresh_after_it() {
         r.cmds(&[inv]);
         assert_eq!(r.dma(None, 0x1000_0000, Access::WRITE), Ok(new), "{kind}: after invalidation the new leaf is used");
     }
+}
+
+#[test]
+fn audit_reports_an_atc_entry_whose_page_was_remapped_without_atc_inv() {
+    let mut r = linear_cds(2, 1, 0);
+    assert!(matches!(r.smmu.ats_translate(SID, ssid(1), 0x1000_0000), AtsCompletion::Translated { .. }));
+    assert!(r.smmu.audit_caches(&[]).stale.is_empty());
+    // Point CD 1's page elsewhere; the ATC entry still has the old page.
+    let root = r.table();
+    r.map(root, 0x1000_0000, DATA + 0x9000, RW_PAGE, true);
+    r.write_cd(CDS + 64, cd(101, root));
+    r.cmds(&[
+        Command::CfgiCd { sid: SID, ssid: ssid(1).unwrap(), leaf: true },
+        Command::TlbiNhAsid { asid: 101, vmid: VMID },
+    ]);
+    let a = r.smmu.audit_caches(&[]);
+    assert_eq!(a.stale.len(), 1);
+    let s = a.stale[0];
+    assert_eq!((s.cache, s.ssid, s.cached, s.now), (AuditedCache::Atc, ssid(1), DATA + 0x1000, Some(DATA + 0x9000)));
+    r.cmds(&[Command::AtcInv { sid: SID, ssid: ssid(1), global: false, addr: 0, size: 52 }]);
+    assert!(r.smmu.audit_caches(&[]).stale.is_empty());
+}
+
+#[test]
+fn audit_reports_a_tlb_entry_left_behind_by_an_unmap_without_tlbi() {
+    let mut r = linear_cds(2, 1, 0);
+    assert_eq!(r.dma(ssid(1), 0x1000_0000, Access::WRITE), Ok(DATA + 0x1000));
+    let ctx = [(SID, ssid(0)), (SID, ssid(1))];
+    let clean = r.smmu.audit_caches(&ctx);
+    assert!(clean.stale.is_empty() && clean.checked >= 1, "{clean:?}");
+    // Rewrite CD 1 over an empty tree with the same ASID and no TLBI.
+    let empty = r.table();
+    r.write_cd(CDS + 64, cd(101, empty));
+    r.cmds(&[Command::CfgiCd { sid: SID, ssid: ssid(1).unwrap(), leaf: true }]);
+    let a = r.smmu.audit_caches(&ctx);
+    assert_eq!(a.stale.len(), 1, "{a:?}");
+    assert_eq!((a.stale[0].cache, a.stale[0].now), (AuditedCache::Tlb, None));
+    r.cmds(&[Command::TlbiNhAsid { asid: 101, vmid: VMID }]);
+    assert!(r.smmu.audit_caches(&ctx).stale.is_empty());
 }

@@ -36,7 +36,7 @@ pub enum AtsCompletion {
 }
 
 /// ATC tag of an entry without PASID.
-const NO_SSID: u32 = u32::MAX;
+pub(super) const NO_SSID: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct AtcKey {

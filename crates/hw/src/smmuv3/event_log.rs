@@ -34,6 +34,7 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             return false;
         }
         r.eventq.prod = Queue::next(p, log2);
+        self.events_recorded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         true
     }
 }

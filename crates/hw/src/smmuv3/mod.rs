@@ -17,8 +17,10 @@
 //! that only MMIO accesses and event recording take.
 
 mod ats;
+mod audit;
 mod cmdq;
 pub mod config;
+mod endpoint;
 mod event_log;
 mod page_req;
 mod regfile;
@@ -34,7 +36,9 @@ use iommu_types::{Access, InterruptSink, PhysMem, StreamId, SubstreamId};
 use iommu_walk::smmuv3::{CdCfg, Features, StreamCfg};
 
 pub use ats::AtsCompletion;
+pub use audit::{AuditedCache, CacheAudit, StaleTranslation};
 pub use config::{QemuStages, SmmuConfig};
+pub use endpoint::{AtsEndpoint, EndpointAccess};
 pub use page_req::{PrgResponse, PriOutcome, MAX_PENDING_RESPONSES};
 pub use regfile::REGISTER_WINDOW;
 pub use stall::MAX_STALLED;
@@ -75,6 +79,8 @@ pub struct Smmu<M, I> {
     tlb_has_global: AtomicBool,
     /// The endpoints' ATCs.
     atc: TaggedCache<AtcKey, AtcEntry>,
+    /// Event records written to the event queue so far.
+    events_recorded: AtomicU64,
     /// What travels back to devices: PRG responses, stalled transactions
     /// and their resumptions.
     device_side: Mutex<DeviceSide>,
@@ -129,6 +135,7 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
             tlb_has_global: AtomicBool::new(false),
             tlb: TaggedCache::new(ts, tw, Policy::Lru),
             atc: TaggedCache::new(ts, tw, Policy::Lru),
+            events_recorded: AtomicU64::new(0),
             device_side: Mutex::new(DeviceSide::default()),
         }
     }
@@ -146,6 +153,23 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
     /// TLB statistics.
     pub fn tlb_stats(&self) -> CacheStats {
         self.tlb.stats()
+    }
+
+    /// Every cache's name, capacity and statistics: the TLB first, the
+    /// endpoints' ATC last.
+    pub fn cache_stats(&self) -> [(&'static str, usize, CacheStats); 5] {
+        [
+            ("TLB", self.tlb.capacity(), self.tlb.stats()),
+            ("STE cache", self.ste_cache.capacity(), self.ste_cache.stats()),
+            ("CD cache", self.cd_cache.capacity(), self.cd_cache.stats()),
+            ("context cache", self.ctx_cache.capacity(), self.ctx_cache.stats()),
+            ("ATC", self.atc.capacity(), self.atc.stats()),
+        ]
+    }
+
+    /// Event records written to the event queue since reset.
+    pub fn events_recorded(&self) -> u64 {
+        self.events_recorded.load(Ordering::Relaxed)
     }
 
     fn ctl(&self) -> Ctl {
