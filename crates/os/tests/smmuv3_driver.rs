@@ -389,6 +389,24 @@ fn flush_range_invalidates_the_asid_pages_and_the_atc_of_every_target() {
     assert_eq!(r.smmu.atc_entries(StreamId(sid(&dev)), Some(s1)), 0);
 }
 
+/// A one-page flush must not use a range TLBI: TG != 0 with NUM, SCALE
+/// and TTL all zero is reserved (SMMUv3 §4.4.1.1) and raises CERROR_ILL.
+#[test]
+fn flush_of_one_page_succeeds_with_a_non_range_tlbi_and_drops_the_tlb_entry() {
+    let (mut r, dev) = sva_rig();
+    let d = r.s1_domain(10, DATA, true);
+    let mem = r.mem();
+    assert!(r.dma(&dev, Some(1), IOVA, false).is_some());
+    r.drv.take_log();
+    r.drv.flush_range(&*mem, &d, &[(dev, P1)], IOVA, IOVA + 0x1000, false).expect("no CERROR_ILL");
+    let log = r.drv.take_log();
+    assert!(log.iter().any(|a| matches!(a, HwAction::Command(Command::TlbiNhVa { range, .. }) if !range.is_range())));
+    let ctx = [(StreamId(sid(&dev)), SubstreamId::try_new(1).ok())];
+    let audit = r.smmu.audit_caches(&ctx);
+    assert_eq!(audit.stale, []);
+    assert_eq!(audit.checked, 0, "the TLB entry is gone");
+}
+
 #[test]
 fn release_device_returns_every_frame_the_device_took() {
     let mut r = Rig::new();

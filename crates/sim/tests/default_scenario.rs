@@ -55,7 +55,7 @@ fn default_scenario_trace_shows_descriptors_drains_and_responses() {
     let t = iommu_sim::report::text::render_trace(&r);
     assert!(t.contains("PasidEntrySetPresent"), "entry writes");
     assert!(t.contains("drain_page_requests: true"), "drains");
-    assert!(t.contains("page group response Some(Success)"), "responses");
+    assert!(t.contains("page request group 0: Success, retrying"), "responses");
     assert!(t.contains("vm0 VMM"), "VMM actions");
     assert!(t.contains("vm0 guest"), "guest driver actions");
 }

@@ -299,7 +299,7 @@ cases! {
         "expect `maybe`", "\"ok\", \"any\", an errno name";
     bad_fault_code: step("op = \"dma-read\"\ndevice = \"gpu\"\naddr = 0\nlen = 4\nexpect = \"fault:0xZZ\""),
         at "0xZZ" => "expect `fault:0xZZ`", "fault:0xNN or fault:<reason name>";
-    smmuv3_not_built: replace("iommu = \"vtd\"", "iommu = \"smmuv3\""), at "smmuv3" => "SMMUv3 model is not built yet";
+    vm_on_smmuv3: replace("iommu = \"vtd\"", "iommu = \"smmuv3\""), at "[[vm]]" => "[[vm]] needs `iommu = \"vtd\"`";
     unknown_iommu: replace("iommu = \"vtd\"", "iommu = \"amd-vi\""), at "amd-vi" => "iommu `amd-vi`", "\"vtd\"";
     bad_policy: after("pasid_bits = 20", "policy = \"v4\""), at "v4" => "policy `v4`", "\"v2\", \"v3\"";
     bad_pasid_mode: replace("pasid_mode = \"translated\"", "pasid_mode = \"mirrored\""), at "mirrored" =>

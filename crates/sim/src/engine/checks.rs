@@ -6,9 +6,10 @@
 //!   attachment's owner has there by its own records (the process's
 //!   resident pages, the scenario's `map`s, the VM's RAM through the guest
 //!   process's pages), or nothing when nothing is mapped;
-//! * **stale**: no IOTLB or device-TLB entry (host unit and every vIOMMU)
-//!   maps elsewhere or grants more than the tables now do
-//!   ([`iommu_hw::vtd::VtdUnit::audit_caches`]);
+//! * **stale**: no IOTLB or device-TLB entry (host unit and every vIOMMU),
+//!   or SMMUv3 TLB or ATC entry, maps elsewhere or grants more than the
+//!   tables now do ([`iommu_hw::vtd::VtdUnit::audit_caches`],
+//!   [`iommu_hw::smmuv3::Smmu::audit_caches`]);
 //! * **leaks**: after the end-of-run teardown the host holds no more
 //!   frames, domains, memory files, iommufd contexts, PASIDs, attachments
 //!   or fault groups than before the first process or VM existed;
@@ -17,11 +18,11 @@
 
 use std::collections::BTreeMap;
 
-use iommu_hw::vtd::{AuditedCache, Current, StaleEntry};
 use iommu_os::iommu::DomainKind;
 use iommu_types::{Gpa, Hpa, Pasid};
 use iommu_vmm::check::HostSnapshot;
 
+use super::platform::{vtd_stale_text, Platform};
 use super::Machine;
 use crate::report::{BindingSpan, CachePoint, CacheRow, InvariantReport, Violation};
 use crate::scenario::{Checks, Ctx};
@@ -73,7 +74,7 @@ impl Checkers {
     }
 }
 
-fn violate(m: &mut Machine<'_>, which: usize, message: String) {
+fn violate<P: Platform>(m: &mut Machine<'_, P>, which: usize, message: String) {
     let (step, line) = (m.step, m.line);
     let r = &mut m.checks.reports[which];
     if r.violations.len() < MAX_VIOLATIONS {
@@ -81,14 +82,20 @@ fn violate(m: &mut Machine<'_>, which: usize, message: String) {
     }
 }
 
-fn enabled(m: &Machine<'_>, which: usize) -> bool {
+fn enabled<P: Platform>(m: &Machine<'_, P>, which: usize) -> bool {
     m.checks.reports[which].enabled
 }
 
 /// What the attachment's owner has at `addr`: `Ok(Some(hpa))`, `Ok(None)`
 /// (nothing mapped), or `Err(())` when the checker has no reference for
 /// this kind of attachment (counted, not judged).
-fn expected(m: &Machine<'_>, ctx: Ctx, device: usize, pasid: Option<Pasid>, addr: u64) -> Result<Option<Hpa>, ()> {
+fn expected<P: Platform>(
+    m: &Machine<'_, P>,
+    ctx: Ctx,
+    device: usize,
+    pasid: Option<Pasid>,
+    addr: u64,
+) -> Result<Option<Hpa>, ()> {
     let off = addr & 0xFFF;
     let page = addr & !0xFFF;
     let plus = |h: Hpa| Hpa::new(h.raw() | off);
@@ -137,7 +144,14 @@ fn expected(m: &Machine<'_>, ctx: Ctx, device: usize, pasid: Option<Pasid>, addr
 
 /// Isolation: a completed DMA page of (`device`, `pasid`) at `addr`
 /// reached `hpa`.
-pub(super) fn isolation(m: &mut Machine<'_>, ctx: Ctx, device: usize, pasid: Option<Pasid>, addr: u64, hpa: Hpa) {
+pub(super) fn isolation<P: Platform>(
+    m: &mut Machine<'_, P>,
+    ctx: Ctx,
+    device: usize,
+    pasid: Option<Pasid>,
+    addr: u64,
+    hpa: Hpa,
+) {
     if !enabled(m, ISOLATION) {
         return;
     }
@@ -164,33 +178,19 @@ pub(super) fn isolation(m: &mut Machine<'_>, ctx: Ctx, device: usize, pasid: Opt
     }
 }
 
-fn stale_text(name: &str, s: &StaleEntry) -> String {
-    let cache = match s.cache {
-        AuditedCache::Iotlb => "IOTLB",
-        AuditedCache::DeviceTlb => "device TLB",
-    };
-    let p = s.pasid.map_or("no PASID".to_string(), |p| format!("PASID {}", p.raw()));
-    let now = match s.now {
-        Current::Mapped { frame, perm } => format!("the tables map it to {:#x} {perm}", frame.raw()),
-        Current::Fault(r) => format!("the tables fault ({:#04x} {r:?})", u8::from(r)),
-    };
-    format!(
-        "{name} {cache} still translates {} {p} {:#x} → {:#x} {}; {now}",
-        s.sid,
-        s.addr.raw(),
-        s.frame.raw(),
-        s.perm
-    )
-}
-
 /// After each step: stale translations, VM bounds, attachment spans and
 /// the cache timeline.
-pub(super) fn after_step(m: &mut Machine<'_>) {
+pub(super) fn after_step<P: Platform>(m: &mut Machine<'_, P>) {
     if enabled(m, STALE) {
-        let a = m.unit.audit_caches();
-        m.checks.reports[STALE].checked += a.checked as u64;
-        for s in &a.stale {
-            violate(m, STALE, stale_text("host", s));
+        let mut contexts = Vec::new();
+        for d in m.devs.iter().filter(|d| !d.removed) {
+            contexts.push((d.info, None));
+            contexts.extend(m.host.iommu().attached_pasids(d.info.id).into_iter().map(|p| (d.info, Some(p))));
+        }
+        let (checked, stale) = m.hw.audit(&contexts);
+        m.checks.reports[STALE].checked += checked;
+        for s in stale {
+            violate(m, STALE, format!("host {s}"));
         }
         for v in 0..m.vms.len() {
             let Some(s) = m.vms[v].as_ref() else { continue };
@@ -198,7 +198,7 @@ pub(super) fn after_step(m: &mut Machine<'_>) {
             let name = format!("{} vIOMMU", m.sc.vms[v].name);
             m.checks.reports[STALE].checked += a.checked as u64;
             for s in &a.stale {
-                violate(m, STALE, stale_text(&name, s));
+                violate(m, STALE, format!("{name} {}", vtd_stale_text(s)));
             }
         }
     }
@@ -206,17 +206,18 @@ pub(super) fn after_step(m: &mut Machine<'_>) {
         bounds(m);
     }
     spans(m);
-    let st = m.unit.cache_stats();
+    let st = m.hw.cache_stats();
+    let (tlb, dev) = P::TLB_ROWS;
     m.report.cache_timeline.push(CachePoint {
         step: m.step,
-        iotlb_hits: st[0].2.hits,
-        iotlb_misses: st[0].2.misses,
-        devtlb_hits: st[3].2.hits,
-        devtlb_misses: st[3].2.misses,
+        iotlb_hits: st[tlb].2.hits,
+        iotlb_misses: st[tlb].2.misses,
+        devtlb_hits: st[dev].2.hits,
+        devtlb_misses: st[dev].2.misses,
     });
 }
 
-fn bounds(m: &mut Machine<'_>) {
+fn bounds<P: Platform>(m: &mut Machine<'_, P>) {
     for v in 0..m.vms.len() {
         let Some(s) = m.vms[v].as_ref() else { continue };
         let budget = m.sc.vms[v].budget;
@@ -246,7 +247,7 @@ fn bounds(m: &mut Machine<'_>) {
 }
 
 /// What is attached at each (device, PASID) now, named for people.
-fn attachments(m: &Machine<'_>) -> BTreeMap<(usize, Option<u32>), String> {
+fn attachments<P: Platform>(m: &Machine<'_, P>) -> BTreeMap<(usize, Option<u32>), String> {
     let mut out = BTreeMap::new();
     let iommu = m.host.iommu();
     let vm_of = |dev: usize| {
@@ -295,7 +296,7 @@ fn attachments(m: &Machine<'_>) -> BTreeMap<(usize, Option<u32>), String> {
     out
 }
 
-fn spans(m: &mut Machine<'_>) {
+fn spans<P: Platform>(m: &mut Machine<'_, P>) {
     let now = attachments(m);
     let step = m.step;
     let open = std::mem::take(&mut m.checks.open);
@@ -330,7 +331,7 @@ fn spans(m: &mut Machine<'_>) {
 
 /// At the end (after the teardown): leaks, a last stale check, the cache
 /// table, and the checkers into the report.
-pub(super) fn at_end(m: &mut Machine<'_>) {
+pub(super) fn at_end<P: Platform>(m: &mut Machine<'_, P>) {
     after_step(m);
     if enabled(m, LEAKS) {
         if let Some(base) = m.checks.baseline.clone() {
@@ -341,18 +342,17 @@ pub(super) fn at_end(m: &mut Machine<'_>) {
             }
         }
     }
-    m.report.caches = m
-        .unit
-        .cache_stats()
-        .iter()
-        .map(|(name, cap, s)| CacheRow {
-            cache: (*name).into(),
-            capacity: *cap,
-            hits: s.hits,
-            misses: s.misses,
-            fills: s.fills,
-            evictions: s.evictions,
-        })
-        .collect();
+    m.report.caches =
+        m.hw.cache_stats()
+            .iter()
+            .map(|(name, cap, s)| CacheRow {
+                cache: (*name).into(),
+                capacity: *cap,
+                hits: s.hits,
+                misses: s.misses,
+                fills: s.fills,
+                evictions: s.evictions,
+            })
+            .collect();
     m.report.invariants = std::mem::take(&mut m.checks.reports);
 }

@@ -6,11 +6,10 @@
 //! shown to the isolation checker with the host-physical address it
 //! reached.
 
-use iommu_format::vtd::inv_desc::ResponseCode;
-use iommu_hw::vtd::{EndpointDma, Request};
-use iommu_types::{Access, Hpa, Iova, Pasid, PhysMem};
+use iommu_types::{Hpa, Pasid};
 use iommu_vmm::{DmaAccess, DmaFailure, VmError};
 
+use super::platform::{Answer, Attempt, Platform};
 use super::{checks, Machine, Outcome};
 use crate::report::{DmaRow, FaultRow, MAX_ROWS};
 use crate::scenario::{Ctx, DmaSpace};
@@ -41,7 +40,7 @@ enum Buf<'a> {
     Read(&'a mut [u8]),
 }
 
-impl Machine<'_> {
+impl<P: Platform> Machine<'_, P> {
     /// The PASID a DMA of `ctx` carries (a guest PASID inside a VM).
     fn dma_pasid(&self, space: DmaSpace) -> Result<Option<Pasid>, Outcome> {
         match space {
@@ -132,9 +131,10 @@ impl Machine<'_> {
                 return Err(Outcome::Failed("the VM is gone".into()));
             };
             let Some(idx) = s.devs.get(&device).copied() else { return Err(Outcome::Failed("not assigned".into())) };
-            let sent = self.unit.stats.page_requests.load(std::sync::atomic::Ordering::Relaxed);
-            let r = s.vm.dma_access(&mut self.host, &*self.unit, idx, pasid, addr, access);
-            let now = self.unit.stats.page_requests.load(std::sync::atomic::Ordering::Relaxed);
+            let Some(unit) = self.hw.vtd() else { return Err(Outcome::Failed("VMs need a VT-d host".into())) };
+            let sent = unit.stats.page_requests.load(std::sync::atomic::Ordering::Relaxed);
+            let r = s.vm.dma_access(&mut self.host, unit, idx, pasid, addr, access);
+            let now = unit.stats.page_requests.load(std::sync::atomic::Ordering::Relaxed);
             self.report.page_requests.sent += now - sent;
             return match r {
                 Ok(h) => {
@@ -150,50 +150,37 @@ impl Machine<'_> {
             };
         }
         let info = self.devs[device].info;
-        if !info.ats {
-            let access_kind = if matches!(access, DmaAccess::Write(_)) { Access::WRITE } else { Access::READ };
-            let req = Request { sid: info.sid, pasid, addr: Iova::new(addr), access: access_kind };
-            let t = self.unit.translate(&req).map_err(|f| Outcome::Fault(Some(f.reason), String::new()))?;
-            let r = match &mut access {
-                DmaAccess::Write(d) => self.mem.write(t.addr, d),
-                DmaAccess::Read(b) => self.mem.read(t.addr, b),
-            };
-            return r.map(|_| t.addr).map_err(|e| Outcome::Failed(e.to_string()));
-        }
         for _ in 0..RETRIES {
-            let ep = &mut self.devs[device].endpoint;
-            let r = match &mut access {
-                DmaAccess::Write(d) => ep.write(&*self.unit, pasid, Iova::new(addr), d),
-                DmaAccess::Read(b) => ep.read(&*self.unit, pasid, Iova::new(addr), b),
+            let r = self.hw.access(&mut self.devs[device].endpoint, &info, pasid, addr, &mut access);
+            let (token, what) = match r {
+                Attempt::Done(h) => return Ok(h),
+                Attempt::Fault(code, d) => return Err(Outcome::Fault(code, d)),
+                Attempt::Failed(d) => return Err(Outcome::Failed(d)),
+                Attempt::Waiting(token, what) => (token, what),
             };
-            match r {
-                EndpointDma::Done(h) => return Ok(h),
-                EndpointDma::Failed => return Err(Outcome::Fault(None, "translation request refused".into())),
-                EndpointDma::RequestRefused(why) => {
-                    return Err(Outcome::Failed(format!("page request refused: {why:?}")))
+            self.report.page_requests.sent += 1;
+            let name = self.sc.devices[device].name.clone();
+            let id = token & 0x7FFF;
+            self.trace(name.clone(), format!("{what} {id} for {addr:#x}"));
+            if let Err(e) = self.host.service_page_requests() {
+                self.trace("host", format!("servicing page requests: {e}"));
+            }
+            let answer = self.hw.answer(&mut self.devs[device].endpoint, &info, token);
+            let said = match answer {
+                Answer::Retry => "Success, retrying".to_string(),
+                Answer::Refused(c) => format!("{c:?}"),
+                Answer::None => "no answer".to_string(),
+            };
+            self.trace(name, format!("{what} {id}: {said}"));
+            match answer {
+                Answer::Retry => self.report.page_requests.success += 1,
+                Answer::Refused(c) => {
+                    self.report.page_requests.refused += 1;
+                    return Err(Outcome::Response(c));
                 }
-                EndpointDma::PageRequested(prgi) => {
-                    self.report.page_requests.sent += 1;
-                    self.trace(
-                        self.sc.devices[device].name.clone(),
-                        format!("page request group {prgi} for {addr:#x}"),
-                    );
-                    if let Err(e) = self.host.service_page_requests() {
-                        self.trace("host", format!("servicing page requests: {e}"));
-                    }
-                    let code = self.devs[device].endpoint.response(&*self.unit, prgi);
-                    self.trace(self.sc.devices[device].name.clone(), format!("page group response {code:?}"));
-                    match code {
-                        Some(ResponseCode::Success) => self.report.page_requests.success += 1,
-                        Some(c) => {
-                            self.report.page_requests.refused += 1;
-                            return Err(Outcome::Response(c));
-                        }
-                        None => {
-                            self.report.page_requests.refused += 1;
-                            return Err(Outcome::Failed("no page group response".into()));
-                        }
-                    }
+                Answer::None => {
+                    self.report.page_requests.refused += 1;
+                    return Err(Outcome::Failed(format!("no answer to the {what}")));
                 }
             }
         }

@@ -1,6 +1,6 @@
-//! Runs a [`Scenario`] on a simulated machine: the VT-d model, the
-//! project's kernel driving it (`iommu-os`), devices that DMA the way ATS/PRI
-//! endpoints do, and VMs (`iommu-vmm`). Every step's outcome is compared
+//! Runs a [`Scenario`] on a simulated machine: the VT-d or SMMUv3 model
+//! ([`platform`]), the project's kernel driving it (`iommu-os`), devices
+//! that DMA the way ATS/PRI endpoints do, and VMs (`iommu-vmm`, VT-d only). Every step's outcome is compared
 //! with its expectation; the invariant checkers ([`checks`]) run after
 //! every step; everything lands in a [`Report`].
 //!
@@ -11,14 +11,11 @@
 mod checks;
 mod dma;
 mod ops;
+mod platform;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use iommu_format::vtd::regs::Ecap;
-use iommu_hw::vtd::Endpoint;
-use iommu_hw::vtd::{VtdConfig, VtdUnit};
-use iommu_os::driver::vtd::VtdDriver;
 use iommu_os::driver::DeviceInfo;
 use iommu_os::driver::DomainRef;
 use iommu_os::frames::RangeFrames;
@@ -27,16 +24,17 @@ use iommu_os::kernel::memfd::MemfdId;
 use iommu_os::kernel::{Bond, IoasidSetId, Kernel};
 use iommu_os::pasid::DeviceId;
 use iommu_os::Errno;
-use iommu_types::{Hpa, NullInterrupts, PagedMemory, Pasid};
+use iommu_types::{Hpa, PagedMemory, Pasid};
 use iommu_vmm::check::HostSnapshot;
 use iommu_vmm::{Vm, VmConfig};
 
 use crate::report::{Report, StepRecord, TraceLine, MAX_TRACE};
-use crate::scenario::{Ctx, Expect, Scenario, Step};
+use crate::scenario::{Ctx, Expect, FaultCode, IommuKind, Scenario, Step};
+use platform::Platform;
 
 pub(crate) type Mem = Arc<PagedMemory>;
-pub(crate) type Unit = VtdUnit<Mem, NullInterrupts>;
-pub(crate) type Host = Kernel<VtdDriver<Arc<Unit>>, Mem, RangeFrames>;
+/// The host kernel of a machine built on `P`.
+pub(crate) type Host<P> = Kernel<<P as Platform>::Driver, Mem, RangeFrames>;
 
 /// Where host frames for tables and memory files start (below: reserved).
 const FRAMES_START: u64 = 0x100_0000;
@@ -58,7 +56,7 @@ pub(crate) enum Outcome {
     /// The kernel (or guest kernel, or VMM) refused with this errno.
     Errno(Errno, String),
     /// The IOMMU refused the DMA.
-    Fault(Option<iommu_format::vtd::fault::FaultReason>, String),
+    Fault(Option<FaultCode>, String),
     /// The DMA's page request was answered with this code.
     Response(iommu_format::vtd::inv_desc::ResponseCode),
     /// Something else stopped it.
@@ -76,7 +74,7 @@ impl Outcome {
             Outcome::Ok(d, _) => format!("ok ({d})"),
             Outcome::Errno(e, d) if d.is_empty() => e.name().into(),
             Outcome::Errno(e, d) => format!("{} ({d})", e.name()),
-            Outcome::Fault(Some(r), d) => format!("fault {:#04x} {r:?}{}", u8::from(*r), paren(d)),
+            Outcome::Fault(Some(r), d) => format!("fault {r}{}", paren(d)),
             Outcome::Fault(None, d) => format!("fault{}", paren(d)),
             Outcome::Response(c) => format!("page response {c:?}"),
             Outcome::Failed(d) => format!("failed ({d})"),
@@ -110,16 +108,16 @@ fn expect_text(e: &Expect) -> String {
         Expect::Any => "any".into(),
         Expect::Errno(e) => e.name().into(),
         Expect::Fault(None) => "fault".into(),
-        Expect::Fault(Some(r)) => format!("fault {:#04x} {r:?}", u8::from(*r)),
+        Expect::Fault(Some(r)) => format!("fault {r}"),
         Expect::Response(c) => format!("page response {c:?}"),
     }
 }
 
 /// A device of the machine.
 #[derive(Debug)]
-pub(crate) struct Dev {
+pub(crate) struct Dev<P: Platform> {
     pub(crate) info: DeviceInfo,
-    pub(crate) endpoint: Endpoint,
+    pub(crate) endpoint: P::Endpoint,
     pub(crate) removed: bool,
 }
 
@@ -145,12 +143,12 @@ pub(crate) struct Mapping {
 }
 
 /// The machine and everything the scenario named.
-pub(crate) struct Machine<'s> {
+pub(crate) struct Machine<'s, P: Platform> {
     pub(crate) sc: &'s Scenario,
     pub(crate) mem: Mem,
-    pub(crate) unit: Arc<Unit>,
-    pub(crate) host: Host,
-    pub(crate) devs: Vec<Dev>,
+    pub(crate) hw: P,
+    pub(crate) host: Host<P>,
+    pub(crate) devs: Vec<Dev<P>>,
     pub(crate) procs: Vec<Option<MmId>>,
     pub(crate) vms: Vec<Option<VmState>>,
     pub(crate) bonds: Vec<Option<Bond>>,
@@ -172,7 +170,7 @@ pub(crate) struct Machine<'s> {
     pub(crate) checks: checks::Checkers,
 }
 
-impl std::fmt::Debug for Machine<'_> {
+impl<P: Platform> std::fmt::Debug for Machine<'_, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Machine").field("scenario", &self.sc.name).field("step", &self.step).finish_non_exhaustive()
     }
@@ -191,8 +189,15 @@ fn empty_report(sc: &Scenario) -> Report {
 /// Runs `sc` and returns its report (never panics on any scenario the
 /// parser accepted; failures are in the report).
 pub fn run(sc: &Scenario, opts: RunOptions) -> Report {
+    match sc.machine.iommu {
+        IommuKind::Vtd => run_on::<platform::Vtd>(sc, opts),
+        IommuKind::Smmuv3 => run_on::<platform::Smmuv3>(sc, opts),
+    }
+}
+
+fn run_on<P: Platform>(sc: &Scenario, opts: RunOptions) -> Report {
     let mut report = empty_report(sc);
-    let mut m = match Machine::build(sc, opts) {
+    let mut m = match Machine::<P>::build(sc, opts) {
         Ok(m) => m,
         Err(e) => {
             report.setup_errors.push(e);
@@ -209,23 +214,19 @@ pub fn run(sc: &Scenario, opts: RunOptions) -> Report {
     m.finish()
 }
 
-impl<'s> Machine<'s> {
+impl<'s, P: Platform> Machine<'s, P> {
     fn build(sc: &'s Scenario, opts: RunOptions) -> Result<Self, String> {
         let size = sc.machine.memory_mib << 20;
         let mem: Mem = Arc::new(PagedMemory::new(size));
-        let mut cfg = VtdConfig::full_featured();
-        cfg.ecap = Ecap::from_words([cfg.ecap]).with(Ecap::PSS, u64::from(sc.machine.pasid_bits) - 1).words()[0];
-        let unit = Arc::new(VtdUnit::new(cfg, mem.clone(), NullInterrupts));
         let mut frames = RangeFrames::new(Hpa::new(FRAMES_START), Hpa::new(size));
-        let driver =
-            VtdDriver::probe(unit.clone(), &*mem, &mut frames).map_err(|e| format!("VT-d driver probe: {e}"))?;
+        let (hw, driver) = P::build(sc, &mem, &mut frames)?;
         let host = Kernel::new(Iommu::new(0, driver, mem.clone(), frames), sc.machine.policy);
         let checks = checks::Checkers::new(sc.checks);
         let report = empty_report(sc);
         Ok(Self {
             sc,
             mem,
-            unit,
+            hw,
             host,
             devs: Vec::new(),
             procs: vec![None; sc.processes.len()],
@@ -261,11 +262,12 @@ impl<'s> Machine<'s> {
             if let Err(e) = self.host.add_device(info, GroupId(d.group)) {
                 self.report.setup_errors.push(format!("device `{}`: add_device: {e}", d.name));
             }
-            self.devs.push(Dev { info, endpoint: Endpoint::new(d.sid), removed: false });
+            let endpoint = self.hw.endpoint(&info);
+            self.devs.push(Dev { info, endpoint, removed: false });
         }
         self.checks.baseline = Some(HostSnapshot::take(&self.host));
         for (i, p) in self.sc.processes.iter().enumerate() {
-            match ops::new_process(&mut self.host, p) {
+            match ops::new_process::<P>(&mut self.host, p) {
                 Ok(mm) => self.procs[i] = Some(mm),
                 Err(e) => self.report.setup_errors.push(format!("process `{}`: {e}", p.name)),
             }
@@ -358,8 +360,8 @@ impl<'s> Machine<'s> {
         if actor != "host" {
             // What the host driver did so far comes first, so that the log
             // keeps the order in which the hardware saw things.
-            for a in self.host.iommu_mut().driver_mut().take_log() {
-                self.push_trace("host".into(), format!("{a:?}"));
+            for a in P::take_log(self.host.iommu_mut().driver_mut()) {
+                self.push_trace("host".into(), a);
             }
         }
         self.push_trace(actor, event.into());
@@ -375,8 +377,8 @@ impl<'s> Machine<'s> {
 
     /// Collects what the drivers and VMMs did, then runs the checkers.
     fn after_step(&mut self) {
-        for a in self.host.iommu_mut().driver_mut().take_log() {
-            self.trace("host", format!("{a:?}"));
+        for a in P::take_log(self.host.iommu_mut().driver_mut()) {
+            self.trace("host", a);
         }
         for i in 0..self.vms.len() {
             let Some(mut s) = self.vms[i].take() else { continue };
@@ -399,12 +401,12 @@ impl<'s> Machine<'s> {
         self.step = self.sc.steps.len() + 1;
         self.line = 0;
         ops::teardown(&mut self);
-        for a in self.host.iommu_mut().driver_mut().take_log() {
-            self.trace("host", format!("{a:?}"));
+        for a in P::take_log(self.host.iommu_mut().driver_mut()) {
+            self.trace("host", a);
         }
         checks::at_end(&mut self);
         let mut r = self.report;
-        r.page_requests.faults_recorded = self.unit.stats.faults_recorded.load(std::sync::atomic::Ordering::Relaxed);
+        r.page_requests.faults_recorded = self.hw.faults_recorded();
         r.ok = r.setup_errors.is_empty() && r.failed_steps == 0 && r.violations() == 0;
         r
     }

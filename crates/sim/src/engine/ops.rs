@@ -9,11 +9,12 @@ use iommu_os::Errno;
 use iommu_types::{Gpa, Hpa, Iova, Pasid, PhysMem};
 use iommu_vmm::VmError;
 
+use super::platform::Platform;
 use super::{Machine, Mapping, Outcome};
 use crate::scenario::{Ctx, DmaSpace, Op, ProcessSpec, PteOwner, PteValue, Scenario};
 
 /// Creates a host process with its initial mappings.
-pub(super) fn new_process(host: &mut super::Host, p: &ProcessSpec) -> Result<MmId, Errno> {
+pub(super) fn new_process<P: Platform>(host: &mut super::Host<P>, p: &ProcessSpec) -> Result<MmId, Errno> {
     let mm = host.create_process()?;
     for m in &p.maps {
         if let Err(e) = host.mmap(mm, Some(m.va), m.len, m.perm) {
@@ -178,7 +179,7 @@ pub(crate) fn summary(sc: &Scenario, op: &Op) -> String {
     }
 }
 
-impl Machine<'_> {
+impl<P: Platform> Machine<'_, P> {
     fn proc_mm(&self, ctx: Ctx, p: usize) -> Option<MmId> {
         match ctx {
             Ctx::Host => self.procs.get(p).copied().flatten(),
@@ -191,7 +192,7 @@ impl Machine<'_> {
     fn in_kernel<R>(
         &mut self,
         ctx: Ctx,
-        host_f: impl FnOnce(&mut super::Host) -> R,
+        host_f: impl FnOnce(&mut super::Host<P>) -> R,
         guest_f: impl FnOnce(&mut iommu_vmm::vm::GuestOs) -> R,
     ) -> Option<R> {
         match ctx {
@@ -585,7 +586,7 @@ fn unit(r: Option<Result<(), Errno>>) -> Outcome {
 /// unbound, processes exited, VMs destroyed, PASIDs held for "other
 /// users" returned. Domains, IOASID sets and mappings the scenario made
 /// are its own to free: a scenario that forgets them fails the leak check.
-pub(super) fn teardown(m: &mut Machine<'_>) {
+pub(super) fn teardown<P: Platform>(m: &mut Machine<'_, P>) {
     for v in 0..m.vms.len() {
         if let Some(s) = m.vms[v].take() {
             s.vm.destroy(&mut m.host);

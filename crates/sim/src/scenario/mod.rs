@@ -8,6 +8,7 @@
 mod error;
 mod parse;
 
+use iommu_format::smmuv3::event::EventId;
 use iommu_format::vtd::fault::FaultReason;
 use iommu_format::vtd::inv_desc::ResponseCode;
 use iommu_os::Errno;
@@ -21,6 +22,26 @@ pub use parse::{load, parse};
 pub enum IommuKind {
     /// Intel VT-d, scalable mode.
     Vtd,
+    /// Arm SMMUv3 (PASIDs are SubstreamIDs; no VMs).
+    Smmuv3,
+}
+
+/// The architectural code of a refused DMA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultCode {
+    /// A VT-d fault reason (VT-d §7.1.3).
+    Vtd(FaultReason),
+    /// An SMMUv3 event number (SMMUv3 §7.3).
+    Smmu(EventId),
+}
+
+impl std::fmt::Display for FaultCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FaultCode::Vtd(r) => write!(f, "{:#04x} {r:?}", u8::from(*r)),
+            FaultCode::Smmu(e) => write!(f, "{:#04x} {}", *e as u8, e.name()),
+        }
+    }
 }
 
 /// The machine.
@@ -338,7 +359,7 @@ pub enum Expect {
     /// This errno.
     Errno(Errno),
     /// A DMA refused by the IOMMU, with this reason when given.
-    Fault(Option<FaultReason>),
+    Fault(Option<FaultCode>),
     /// A DMA whose page request was answered with this code.
     Response(ResponseCode),
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::Path;
 
+use iommu_format::smmuv3::event::EventId;
 use iommu_format::vtd::fault::FaultReason;
 use iommu_format::vtd::inv_desc::ResponseCode;
 use iommu_os::pasid::LocalPolicy;
@@ -299,10 +300,7 @@ impl<'a> Builder<'a> {
     fn machine(&mut self, m: MachineToml) -> Result<(), ScenarioError> {
         let loc = &self.loc;
         if let Some(k) = &m.iommu {
-            if k.get_ref() == "smmuv3" {
-                return Err(loc.at(k.span(), "iommu `smmuv3`: the SMMUv3 model is not built yet; expected \"vtd\""));
-            }
-            self.sc.machine.iommu = choice(loc, k, "iommu", &[("vtd", IommuKind::Vtd)])?;
+            self.sc.machine.iommu = choice(loc, k, "iommu", &[("vtd", IommuKind::Vtd), ("smmuv3", IommuKind::Smmuv3)])?;
         }
         if let Some(v) = &m.memory_mib {
             self.sc.machine.memory_mib = int_in(loc, v, "memory_mib", 64, 16384)? as u64;
@@ -370,6 +368,11 @@ impl<'a> Builder<'a> {
     fn vm(&mut self, v: &Spanned<VmToml>) -> Result<(), ScenarioError> {
         let loc = &self.loc;
         let t = v.get_ref();
+        if self.sc.machine.iommu != IommuKind::Vtd {
+            return Err(
+                loc.at(v.span(), "[[vm]] needs `iommu = \"vtd\"`: the VMM's vIOMMU is a VT-d one, over a VT-d host")
+            );
+        }
         let taken: Vec<&str> = self.sc.vms.iter().map(|v| v.name.as_str()).collect();
         let name = check_name(loc, &t.name, &taken, "VM")?;
         let ram_mib = t.ram_mib.as_ref().map(|r| int_in(loc, r, "ram_mib", 2, 1024)).transpose()?.unwrap_or(16) as u64;
@@ -762,8 +765,12 @@ impl<'b, 'a> StepReader<'b, 'a> {
             "invalid-request" => Expect::Response(ResponseCode::InvalidRequest),
             "response-failure" => Expect::Response(ResponseCode::ResponseFailure),
             _ => match t.strip_prefix("fault:") {
-                Some(r) => Expect::Fault(Some(parse_reason(r).ok_or_else(|| {
-                    self.err_at(s.span(), format!("expect `{t}`: expected fault:0xNN or fault:<reason name> (e.g. fault:0x71)"))
+                Some(r) => Expect::Fault(Some(parse_reason(self.b.sc.machine.iommu, r).ok_or_else(|| {
+                    let eg = match self.b.sc.machine.iommu {
+                        IommuKind::Vtd => "fault:0x71 or fault:SmPteNotPresent",
+                        IommuKind::Smmuv3 => "fault:0x10 or fault:F_TRANSLATION",
+                    };
+                    self.err_at(s.span(), format!("expect `{t}`: expected fault:0xNN or fault:<reason name> of this machine's IOMMU (e.g. {eg})"))
                 })?)),
                 None => {
                     return Err(self.err_at(
@@ -1054,9 +1061,26 @@ impl<'b, 'a> StepReader<'b, 'a> {
 }
 
 /// A fault reason by code (`0x71`) or by name (`SmFirstStageNotPresent`).
-fn parse_reason(s: &str) -> Option<FaultReason> {
-    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        return u8::from_str_radix(h, 16).ok().map(FaultReason::from);
+/// A fault code of `iommu`: a number, or a VT-d reason name (`SmPteNotPresent`)
+/// or an SMMUv3 event name (`F_TRANSLATION`).
+fn parse_reason(iommu: IommuKind, s: &str) -> Option<FaultCode> {
+    let num = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).map(|h| u8::from_str_radix(h, 16));
+    match iommu {
+        IommuKind::Vtd => {
+            if let Some(n) = num {
+                return n.ok().map(|n| FaultCode::Vtd(FaultReason::from(n)));
+            }
+            (0..=255u8)
+                .map(FaultReason::from)
+                .find(|r| !matches!(r, FaultReason::Unknown(_)) && format!("{r:?}") == s)
+                .map(FaultCode::Vtd)
+        }
+        IommuKind::Smmuv3 => {
+            let id = match num {
+                Some(n) => EventId::from_u8(n.ok()?),
+                None => (0..=255u8).filter_map(EventId::from_u8).find(|e| e.name() == s),
+            };
+            id.map(FaultCode::Smmu)
+        }
     }
-    (0..=255u8).map(FaultReason::from).find(|r| !matches!(r, FaultReason::Unknown(_)) && format!("{r:?}") == s)
 }

@@ -541,8 +541,13 @@ impl<B: RegisterBus> IommuDriver for SmmuDriver<B> {
         let first = start >> 12;
         let pages = (end.saturating_sub(1).max(start) >> 12) - first + 1;
         let mut cmds = Vec::new();
-        let ranged =
-            |addr: u64, n: u64| TlbiRange { addr, leaf: leaf_only, ttl: 0, tg: 1, num: (n - 1) as u8, scale: 0 };
+        // A range of one page would be TG != 0 with NUM = SCALE = TTL = 0,
+        // the reserved combination (§4.4.1.1): single pages go without a
+        // range. TTL stays 0 (no level hint): blocks may back the range.
+        let ranged = |addr: u64, n: u64| match n {
+            1 => TlbiRange::page(addr, leaf_only),
+            _ => TlbiRange { addr, leaf: leaf_only, ttl: 0, tg: 1, num: (n - 1) as u8, scale: 0 },
+        };
         let per_page = |cmds: &mut Vec<Command>, make: &dyn Fn(TlbiRange) -> Command| {
             if self.caps.ril {
                 let mut p = 0;
