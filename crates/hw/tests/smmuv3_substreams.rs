@@ -1,8 +1,9 @@
 //! SubstreamID paths and device-facing features of the SMMUv3 model that
 //! QEMU cannot check (its SMMU has SSIDSIZE = 0, no ATS, PRI or stalls),
 //! tested against the specification: S1CDMax bounds, 2-level CD tables,
-//! the three S1DSS behaviours, C_BAD_SUBSTREAMID, ATC invalidation by
-//! SubstreamID, PRI request → response (and overflow auto-responses),
+//! the three S1DSS behaviours, C_BAD_SUBSTREAMID (also for any SubstreamID
+//! on a stream without stage 1, §3.9), ATC invalidation by SubstreamID,
+//! PRI request → response (and overflow auto-responses),
 //! stall → CMD_RESUME; and the TLB: stale hits without invalidation, none
 //! after it, and the permission check on every kind of TLB hit.
 //!
@@ -506,4 +507,24 @@ fn audit_reports_a_tlb_entry_left_behind_by_an_unmap_without_tlbi() {
     assert_eq!((a.stale[0].cache, a.stale[0].now), (AuditedCache::Tlb, None));
     r.cmds(&[Command::TlbiNhAsid { asid: 101, vmid: VMID }]);
     assert!(r.smmu.audit_caches(&ctx).stale.is_empty());
+}
+
+#[test]
+fn a_substream_on_a_stage2_only_stream_aborts_with_c_bad_substreamid() {
+    let (mut r, _) = tlb_rig("s2", RW_PAGE, S2_RW);
+    assert_eq!(r.dma(None, 0x1000_0000, Access::READ), Ok(DATA));
+    let t = r.dma(ssid(1), 0x1000_0000, Access::READ).unwrap_err();
+    assert!(t.recorded);
+    let evs = r.events();
+    assert_eq!(event_ids(&evs), [EventId::CBadSubstreamid]);
+    assert_eq!(evs[0].ssid, ssid(1));
+}
+
+#[test]
+fn a_substream_on_a_bypass_stream_aborts_with_c_bad_substreamid() {
+    let mut r = Rig::new();
+    r.write_ste(Ste::default().with(Ste::V, 1).with(Ste::CONFIG, 4));
+    assert_eq!(r.dma(None, 0x1000_0000, Access::READ), Ok(0x1000_0000));
+    assert!(r.dma(ssid(3), 0x1000_0000, Access::READ).is_err());
+    assert_eq!(event_ids(&r.events()), [EventId::CBadSubstreamid]);
 }

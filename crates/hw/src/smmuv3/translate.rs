@@ -320,6 +320,11 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
         let stream = self.stream(sid, ctl)?;
         let (cd_index, cd) = match stream.config {
             SteConfig::S1 | SteConfig::Nested => self.context(&stream, sid, ssid)?,
+            // A SubstreamID names a stage-1 context; a stream without stage
+            // 1 has none to select, so the transaction aborts (§3.9).
+            SteConfig::Bypass | SteConfig::S2 if ssid.is_some() => {
+                return Err(Fail::Config(ConfigFault::BadSubstreamId));
+            }
             _ => (None, None),
         };
         let c = ResolvedCtx { stream, cd, cd_index };
