@@ -27,7 +27,10 @@ use crate::Errno;
 mod gpasid;
 pub mod iommufd;
 pub mod memfd;
-pub use gpasid::{gpasid_flags, GpasidBindData, IoasidSetId, FORMAT_INTEL_VTD, GPASID_BIND_ARGSZ, MAX_IOASID_SETS};
+pub use gpasid::{
+    gpasid_flags, GpasidBindData, IoasidSetId, FORMAT_INTEL_VTD, GPASID_BIND_ARGSZ, MAX_IOASID_SETS,
+    MAX_MDEVS_PER_PARENT, MDEV_ID_BASE,
+};
 
 /// An SVA bond (`iommu_sva`): what [`Kernel::sva_bind`] returns and
 /// [`Kernel::sva_unbind`] takes.
@@ -95,7 +98,10 @@ pub struct Kernel<D, M, F> {
     iopf: IopfQueue,
     sets: BTreeMap<IoasidSetId, gpasid::IoasidSet>,
     guests: BTreeMap<(DeviceId, u32), gpasid::GuestBinding>,
-    aux: BTreeMap<DomainRef, (DeviceId, Pasid)>,
+    /// Aux domains in use, with their parent, PASID and users.
+    aux: BTreeMap<DomainRef, gpasid::AuxAttachment>,
+    /// Mediated devices → their parent (a physical device).
+    mdevs: BTreeMap<DeviceId, DeviceId>,
     aux_used: std::collections::BTreeSet<DomainRef>,
     normal: std::collections::BTreeSet<DomainRef>,
     ictxs: BTreeMap<u32, iommufd::Ictx>,
@@ -119,6 +125,7 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
             sets: BTreeMap::new(),
             guests: BTreeMap::new(),
             aux: BTreeMap::new(),
+            mdevs: BTreeMap::new(),
             aux_used: Default::default(),
             normal: Default::default(),
             ictxs: BTreeMap::new(),
@@ -158,10 +165,14 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
     /// it for I/O page faults and gives it a device-local PASID space.
     ///
     /// # Errors
-    /// As [`Iommu::add_device`].
+    /// [`Errno::Inval`] for an id at or above [`MDEV_ID_BASE`] (those name
+    /// mediated devices); as [`Iommu::add_device`].
     pub fn add_device(&mut self, info: crate::driver::DeviceInfo, group: GroupId) -> Result<(), Errno> {
+        if info.id.0 >= MDEV_ID_BASE {
+            return Err(Errno::Inval);
+        }
         self.iommu.add_device(info, group)?;
-        if info.pri {
+        if self.iommu.driver().iopf_capable(&info) {
             let _ = self.iopf.add_device(info.id);
         }
         if info.max_pasids > 0 {
@@ -356,14 +367,17 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
     }
 
     /// Removes a device (semantics L7): it must have no bond or PASID
-    /// attachment left; its pending page-request groups are answered
-    /// INVALID and its partial requests dropped before the IOMMU forgets it.
+    /// attachment left, and no mediated device under it; its pending
+    /// page-request groups are answered INVALID and its partial requests
+    /// dropped before the IOMMU forgets it.
     ///
     /// # Errors
-    /// As [`Iommu::remove_device`].
+    /// [`Errno::Busy`] while it parents mdevs; as [`Iommu::remove_device`].
     pub fn remove_device(&mut self, dev: DeviceId) -> Result<(), Errno> {
         let info = self.iommu.device(dev)?;
-        if info.max_pasids > 0 && !self.iommu.attached_pasids(dev).is_empty() {
+        if self.mdevs.values().any(|p| *p == dev)
+            || (info.max_pasids > 0 && !self.iommu.attached_pasids(dev).is_empty())
+        {
             return Err(Errno::Busy);
         }
         for r in self.iopf.remove_device(dev) {

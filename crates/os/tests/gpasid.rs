@@ -203,3 +203,123 @@ fn spec66_bind_for_a_platform_device_is_eopnotsupp() {
     os.add_device(platform(2, 1 << 20), GroupId(2)).unwrap();
     assert_eq!(os.bind_gpasid(platform(2, 1 << 20).id, set, &data(hp, None)), Err(Errno::OpNotSupp));
 }
+
+// ---- mediated devices sharing an aux domain under one parent (spec 69) --
+
+/// A kernel with two PASID-capable parents (devices 1 and 2, own groups)
+/// and a paging domain for aux use.
+fn mdev_rig() -> (Os, iommu_os::driver::DomainRef) {
+    let (_u, mut os) = kernel();
+    os.add_device(sva_dev(1), GroupId(1)).unwrap();
+    os.add_device(sva_dev(2), GroupId(2)).unwrap();
+    let d = os.iommu_mut().alloc_paging(SS4, false).unwrap();
+    (os, d)
+}
+
+#[test]
+fn spec69_two_mdevs_of_one_parent_share_the_aux_domain_and_its_pasid() {
+    let (mut os, d) = mdev_rig();
+    let (a, b) = (os.add_mdev(sva_dev(1).id).unwrap(), os.add_mdev(sva_dev(1).id).unwrap());
+    let p = os.aux_attach(d, a).unwrap();
+    os.iommu_mut().driver_mut().take_log();
+    assert_eq!(os.aux_attach(d, b), Ok(p));
+    assert!(os.iommu_mut().driver_mut().take_log().is_empty(), "sharing writes nothing to the hardware");
+    assert_eq!(os.aux_users(d), vec![a, b]);
+    assert_eq!(os.iommu().domain_attachments(d), vec![(sva_dev(1).id, p)], "one attachment, at the parent");
+    assert!(entry(&os, p).is_some_and(|e| e.present()));
+}
+
+#[test]
+fn spec69_an_mdev_of_another_parent_gets_ebusy() {
+    let (mut os, d) = mdev_rig();
+    let a = os.add_mdev(sva_dev(1).id).unwrap();
+    let other = os.add_mdev(sva_dev(2).id).unwrap();
+    let p = os.aux_attach(d, a).unwrap();
+    assert_eq!(os.aux_attach(d, other), Err(Errno::Busy));
+    assert_eq!(os.aux_attach(d, sva_dev(2).id), Err(Errno::Busy), "nor the other parent itself");
+    assert_eq!(os.aux_users(d), vec![a]);
+    assert_eq!(os.aux_get_pasid(d), Some(p));
+}
+
+#[test]
+fn spec69_the_parent_itself_and_its_mdev_share_the_aux_domain() {
+    let (mut os, d) = mdev_rig();
+    let a = os.add_mdev(sva_dev(1).id).unwrap();
+    let p = os.aux_attach(d, sva_dev(1).id).unwrap();
+    assert_eq!(os.aux_attach(d, a), Ok(p));
+}
+
+#[test]
+fn spec69_the_same_user_attaching_twice_gets_ebusy() {
+    let (mut os, d) = mdev_rig();
+    let a = os.add_mdev(sva_dev(1).id).unwrap();
+    os.aux_attach(d, a).unwrap();
+    assert_eq!(os.aux_attach(d, a), Err(Errno::Busy));
+    os.aux_detach(d, a).unwrap();
+    assert_eq!(os.aux_get_pasid(d), None, "one reference, dropped by one detach");
+}
+
+#[test]
+fn spec69_the_first_mdev_detach_keeps_the_pasid_entry_and_the_last_tears_it_down() {
+    let (mut os, d) = mdev_rig();
+    let (a, b) = (os.add_mdev(sva_dev(1).id).unwrap(), os.add_mdev(sva_dev(1).id).unwrap());
+    let p = os.aux_attach(d, a).unwrap();
+    os.aux_attach(d, b).unwrap();
+    os.iommu_mut().driver_mut().take_log();
+    os.aux_detach(d, a).unwrap();
+    assert!(os.iommu_mut().driver_mut().take_log().is_empty(), "no teardown while b uses it");
+    assert!(entry(&os, p).is_some_and(|e| e.present()));
+    assert!(os.global_pasids().is_allocated(p));
+    assert_eq!(os.aux_detach(d, a), Err(Errno::NoEnt), "a is no longer a user");
+    os.aux_detach(d, b).unwrap();
+    assert!(has_devtlb(&os.iommu_mut().driver_mut().take_log(), p));
+    assert!(entry(&os, p).is_none_or(|e| !e.present()));
+    assert!(!os.global_pasids().is_allocated(p));
+    assert_eq!(os.attach_normal(d, sva_dev(1).id), Err(Errno::Inval), "aux for good");
+}
+
+#[test]
+fn mdev_of_an_unknown_parent_is_enodev_and_mdevs_cannot_parent_mdevs() {
+    let (mut os, _) = mdev_rig();
+    assert_eq!(os.add_mdev(iommu_os::pasid::DeviceId(9)), Err(Errno::NoDev));
+    let a = os.add_mdev(sva_dev(1).id).unwrap();
+    assert_eq!(os.add_mdev(a), Err(Errno::NoDev));
+}
+
+#[test]
+fn mdev_ids_come_from_the_reserved_range_which_physical_devices_cannot_use() {
+    use iommu_os::kernel::MDEV_ID_BASE;
+    let (mut os, _) = mdev_rig();
+    let a = os.add_mdev(sva_dev(1).id).unwrap();
+    assert!(a.0 >= MDEV_ID_BASE);
+    assert_eq!(os.mdev_parent(a), Some(sva_dev(1).id));
+    assert_eq!(os.mdev_parent(sva_dev(1).id), None);
+    let mut clash = pci(3, 1 << 20, true, true);
+    clash.id = a;
+    assert_eq!(os.add_device(clash, GroupId(3)), Err(Errno::Inval));
+}
+
+#[test]
+fn mdevs_per_parent_are_capped_with_enospc() {
+    use iommu_os::kernel::MAX_MDEVS_PER_PARENT;
+    let (mut os, _) = mdev_rig();
+    for _ in 0..MAX_MDEVS_PER_PARENT {
+        os.add_mdev(sva_dev(1).id).unwrap();
+    }
+    assert_eq!(os.add_mdev(sva_dev(1).id), Err(Errno::NoSpc));
+    os.add_mdev(sva_dev(2).id).unwrap();
+}
+
+#[test]
+fn an_mdev_using_an_aux_domain_cannot_be_removed_nor_can_its_parent() {
+    let (mut os, d) = mdev_rig();
+    let a = os.add_mdev(sva_dev(1).id).unwrap();
+    os.aux_attach(d, a).unwrap();
+    assert_eq!(os.remove_mdev(a), Err(Errno::Busy));
+    assert_eq!(os.remove_device(sva_dev(1).id), Err(Errno::Busy));
+    os.aux_detach(d, a).unwrap();
+    assert_eq!(os.remove_device(sva_dev(1).id), Err(Errno::Busy), "still the parent of a");
+    os.remove_mdev(a).unwrap();
+    assert_eq!(os.remove_mdev(a), Err(Errno::NoDev));
+    os.remove_device(sva_dev(1).id).unwrap();
+}

@@ -217,6 +217,13 @@ pub trait IommuDriver {
         }
     }
 
+    /// Whether the device can take I/O page faults through this IOMMU, so
+    /// the kernel registers it with the IOPF core: PRI for PCIe functions,
+    /// and whatever else the IOMMU offers (SMMUv3 stalls, §3.12.2).
+    fn iopf_capable(&self, dev: &DeviceInfo) -> bool {
+        dev.pri
+    }
+
     /// Whether the IOMMU may cache not-present entries (VT-d caching mode),
     /// so that new mappings need an invalidation too.
     fn caches_not_present(&self) -> bool;

@@ -1,7 +1,8 @@
 //! The seed-era guest-SVA API (semantics §1.2 "Legacy", §4.10, §5.11
 //! specs 65–69): IOASID-style PASID sets per VM with quotas,
 //! `bind_gpasid` / `unbind_gpasid` building nested PASID entries over the
-//! device's second stage, and aux domains attached at kernel-chosen PASIDs.
+//! device's second stage, and aux domains attached at kernel-chosen PASIDs
+//! of a single parent, shared by that parent's mediated devices.
 //!
 //! Where the 2020 design left questions open, this follows upstream's
 //! later answers (§6): a second bind of the same (device, host PASID) is
@@ -92,6 +93,28 @@ impl GpasidBindData {
             addr_width: s1.addr_width,
         }
     }
+}
+
+/// The first id [`Kernel::add_mdev`] hands out. Ids from here up name
+/// mediated devices only: [`Kernel::add_device`] refuses them for
+/// physical devices, so the two never collide.
+pub const MDEV_ID_BASE: u32 = 0x8000_0000;
+
+/// Mediated devices one parent may have at most (an mdev type's
+/// `available_instances` bounds them in Linux; anything user space can
+/// make the kernel allocate is bounded here).
+pub const MAX_MDEVS_PER_PARENT: usize = 64;
+
+/// An aux domain's attachment (semantics §1.2 aux row): at one PASID of
+/// its single parent, shared by the parent's devices that use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct AuxAttachment {
+    /// The physical device the PASID entry lives in.
+    parent: DeviceId,
+    /// The PASID, allocated at the first attach, freed with the last user.
+    pasid: Pasid,
+    /// The devices using it (the parent itself or its mdevs); never empty.
+    users: BTreeSet<DeviceId>,
 }
 
 /// A guest binding: what `unbind_gpasid` undoes.
@@ -279,54 +302,152 @@ impl<D: IommuDriver, M: PhysMem, F: FrameAllocator> Kernel<D, M, F> {
 
     // ---- aux domains (2019-2022 API, SMMUv3 RFC rules; spec 69) -------
 
-    /// Attaches `domain` to `dev` as an auxiliary domain at a PASID the
-    /// kernel allocates from the global space (`iommu_aux_attach_device`).
+    /// The device whose requester ID `dev`'s DMA carries: an mdev's parent,
+    /// or `dev` itself for a physical device.
+    fn aux_parent(&self, dev: DeviceId) -> Result<DeviceId, Errno> {
+        match self.mdevs.get(&dev) {
+            Some(parent) => Ok(*parent),
+            None => self.iommu.device(dev).map(|_| dev),
+        }
+    }
+
+    /// Creates a mediated device under the physical device `parent`
+    /// (semantics §1.2 aux row: the mdev world the aux-domain API served).
+    /// The mdev has no hardware identity of its own: it DMAs with its
+    /// parent's requester ID, tagged with the PASID of the aux domain it
+    /// is attached to. Its id is taken from [`MDEV_ID_BASE`] upwards and
+    /// never names a physical device.
     ///
     /// # Errors
-    /// [`Errno::Inval`] when the domain is already in normal use (a domain
-    /// is aux or normal for good); [`Errno::Busy`] when it is already an
-    /// aux domain of a device; [`Errno::NoSpc`]; attach errors (the PASID
-    /// is freed again).
-    pub fn aux_attach(&mut self, domain: DomainRef, dev: DeviceId) -> Result<Pasid, Errno> {
-        let info = self.iommu.device(dev)?;
-        if self.aux.contains_key(&domain) {
+    /// [`Errno::NoDev`] when `parent` is not a physical device this kernel
+    /// knows (an mdev cannot parent another); [`Errno::NoSpc`] beyond
+    /// [`MAX_MDEVS_PER_PARENT`] mdevs of `parent`, or when the id range is
+    /// exhausted.
+    pub fn add_mdev(&mut self, parent: DeviceId) -> Result<DeviceId, Errno> {
+        self.iommu.device(parent)?;
+        if self.mdevs.values().filter(|p| **p == parent).count() >= MAX_MDEVS_PER_PARENT {
+            return Err(Errno::NoSpc);
+        }
+        let id = (MDEV_ID_BASE..=u32::MAX)
+            .map(DeviceId)
+            .find(|i| !self.mdevs.contains_key(i) && self.iommu.device(*i).is_err())
+            .ok_or(Errno::NoSpc)?;
+        self.mdevs.insert(id, parent);
+        Ok(id)
+    }
+
+    /// Removes a mediated device.
+    ///
+    /// # Errors
+    /// [`Errno::NoDev`] when `mdev` is not an mdev; [`Errno::Busy`] while
+    /// it is still a user of an aux domain (detach first).
+    pub fn remove_mdev(&mut self, mdev: DeviceId) -> Result<(), Errno> {
+        if !self.mdevs.contains_key(&mdev) {
+            return Err(Errno::NoDev);
+        }
+        if self.aux.values().any(|a| a.users.contains(&mdev)) {
             return Err(Errno::Busy);
+        }
+        self.mdevs.remove(&mdev);
+        Ok(())
+    }
+
+    /// The parent of mediated device `mdev` (`None` for anything else).
+    pub fn mdev_parent(&self, mdev: DeviceId) -> Option<DeviceId> {
+        self.mdevs.get(&mdev).copied()
+    }
+
+    /// Attaches `domain` to `dev` as an auxiliary domain
+    /// (`iommu_aux_attach_device`, semantics §1.2 aux row, spec 69) and
+    /// returns the PASID `dev` must tag its DMA with. `dev` is a physical
+    /// device or an mdev; either way the attachment lives at its parent
+    /// (a physical device is its own parent). The rules of the 2019
+    /// SMMUv3 aux-domain RFC, in our words:
+    ///
+    /// * the first aux attach fixes the domain's mode (aux or normal for
+    ///   good) and its single parent, allocates a PASID from the global
+    ///   space and attaches the domain at (parent, PASID);
+    /// * a later attach from a device under the same parent (another mdev
+    ///   of that physical function) shares that attachment: it becomes one
+    ///   more user and gets the same PASID, and nothing is written to the
+    ///   hardware;
+    /// * a device under another parent cannot use the domain: an aux
+    ///   domain has exactly one parent.
+    ///
+    /// # Errors
+    /// [`Errno::NoDev`] for an unknown device; [`Errno::Inval`] when the
+    /// domain is in normal use (attached at a RID or a PASID other than as
+    /// aux); [`Errno::Busy`] when the domain is aux under another parent,
+    /// or `dev` already is one of its users; [`Errno::NoSpc`]; attach
+    /// errors (the PASID is freed again).
+    pub fn aux_attach(&mut self, domain: DomainRef, dev: DeviceId) -> Result<Pasid, Errno> {
+        let parent = self.aux_parent(dev)?;
+        let info = self.iommu.device(parent)?;
+        if let Some(a) = self.aux.get_mut(&domain) {
+            // Single parent; one user holds one reference.
+            if a.parent != parent || a.users.contains(&dev) {
+                return Err(Errno::Busy);
+            }
+            a.users.insert(dev);
+            return Ok(a.pasid);
         }
         if self.normal.contains(&domain) || !self.iommu.domain_attachments(domain).is_empty() {
             return Err(Errno::Inval);
         }
         let pasid = self.pasids.alloc(info.max_pasids)?;
-        if let Err(e) = self.iommu.attach_dev_pasid(domain, dev, pasid, None) {
+        if let Err(e) = self.iommu.attach_dev_pasid(domain, parent, pasid, None) {
             let _ = self.pasids.free(pasid);
             return Err(e);
         }
-        self.aux.insert(domain, (dev, pasid));
+        self.aux.insert(domain, AuxAttachment { parent, pasid, users: BTreeSet::from([dev]) });
         Ok(pasid)
     }
 
     /// The PASID of an aux domain (`iommu_aux_get_pasid`).
     pub fn aux_get_pasid(&self, domain: DomainRef) -> Option<Pasid> {
-        self.aux.get(&domain).map(|(_, p)| *p)
+        self.aux.get(&domain).map(|a| a.pasid)
     }
 
-    /// Detaches an aux domain: the PASID entry is torn down (device-TLB
-    /// invalidation for that PASID included) and the PASID freed. The
-    /// domain stays an aux domain.
+    /// The devices (physical or mdevs) currently using aux domain
+    /// `domain`, in id order.
+    pub fn aux_users(&self, domain: DomainRef) -> Vec<DeviceId> {
+        self.aux.get(&domain).map_or(Vec::new(), |a| a.users.iter().copied().collect())
+    }
+
+    /// Detaches `dev` from aux domain `domain` (`iommu_aux_detach_device`,
+    /// semantics §4.8 "Aux domain detach", spec 69). Only the last user's
+    /// detach tears the attachment down: the PASID entry is removed from
+    /// the parent (on SMMUv3: the CD at the SSID cleared, CFGI_CD,
+    /// CMD_SYNC, and with ATS on ATC_INV for that SSID; on VT-d the
+    /// device-TLB invalidation for the PASID) and the PASID freed. Earlier
+    /// detaches only drop the user; DMA through the PASID keeps working
+    /// for the others. The domain stays an aux domain.
+    ///
+    /// The 2019 RFC review asked what happens when devices attach to or
+    /// detach from the domain between the CD write and the ATC
+    /// invalidation. In this model there is no such window: every change
+    /// of a domain's attachments and every invalidation goes through the
+    /// one `&mut` of the IOMMU instance, so the CD clear, CFGI_CD,
+    /// CMD_SYNC and ATC_INV of a detach (like the CD write of an attach
+    /// and the TLBI + ATC_INV of an unmap) run inside one critical section
+    /// of whoever owns the kernel; only devices run concurrently, and
+    /// every invalidation has completed before the call returns
+    /// (`crates/os/tests/aux_concurrency.rs` checks it under shuttle).
     ///
     /// # Errors
-    /// [`Errno::NoEnt`] when it is not attached as aux to `dev`.
+    /// [`Errno::NoEnt`] when `dev` is not a user of `domain` as aux.
     pub fn aux_detach(&mut self, domain: DomainRef, dev: DeviceId) -> Result<(), Errno> {
-        match self.aux.get(&domain) {
-            Some((d, p)) if *d == dev => {
-                let p = *p;
-                self.iommu.detach_dev_pasid(domain, dev, p);
-                let _ = self.pasids.free(p);
-                self.aux.remove(&domain);
-                self.aux_used.insert(domain);
-                Ok(())
-            }
-            _ => Err(Errno::NoEnt),
+        let a = self.aux.get_mut(&domain).filter(|a| a.users.contains(&dev)).ok_or(Errno::NoEnt)?;
+        a.users.remove(&dev);
+        if !a.users.is_empty() {
+            return Ok(());
         }
+        let (parent, pasid) = (a.parent, a.pasid);
+        self.aux.remove(&domain);
+        self.iommu.detach_dev_pasid(domain, parent, pasid);
+        let _ = self.pasids.free(pasid);
+        self.aux_used.insert(domain);
+        Ok(())
     }
 
     /// Attaches `domain` to the RID of `dev` normally; refused for a

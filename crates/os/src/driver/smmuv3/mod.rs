@@ -222,6 +222,10 @@ pub struct SmmuDriver<B> {
     events: Vec<Event>,
     submissions: u64,
     fail_submit_at: Option<u64>,
+    /// A teardown (or the clean-up after a change took effect) is under
+    /// way: it cannot be undone half-way, so a submission that times out
+    /// is retried once ([`SmmuDriver::retrying`]).
+    retry_submit: bool,
 }
 
 impl<B: RegisterBus> SmmuDriver<B> {
@@ -296,6 +300,7 @@ impl<B: RegisterBus> SmmuDriver<B> {
             events: Vec::new(),
             submissions: 0,
             fail_submit_at: None,
+            retry_submit: false,
         };
         if !two_level_st {
             // Every linear STE starts as an aborting one (V = 1, Config =
@@ -401,6 +406,12 @@ impl<B: RegisterBus> SmmuDriver<B> {
         self.fail_submit_at = n.map(|n| self.submissions + n);
     }
 
+    /// Command submissions so far, injected failures included (for sizing
+    /// fault-injection sweeps).
+    pub fn submissions(&self) -> u64 {
+        self.submissions
+    }
+
     /// Puts `cmds` and a CMD_SYNC on the command queue and waits until the
     /// SMMU has consumed them (SMMUv3 §4.7: CMD_SYNC completes once every
     /// earlier command has). Each command, the CMD_SYNC included, is
@@ -410,8 +421,28 @@ impl<B: RegisterBus> SmmuDriver<B> {
     /// [`Errno::Inval`] for CERROR_ILL, [`Errno::Fault`] for CERROR_ABT,
     /// [`Errno::TimedOut`] for CERROR_ATC_INV_SYNC or a queue that does not
     /// drain. After an error the bad command is replaced by a CMD_SYNC and
-    /// the error acknowledged, so the queue goes on (as Linux does).
+    /// the error acknowledged, so the queue goes on (as Linux does). Inside
+    /// [`SmmuDriver::retrying`] a time-out is retried once.
     pub fn submit(&mut self, mem: &dyn PhysMem, cmds: &[Command]) -> Result<(), Errno> {
+        match self.submit_once(mem, cmds) {
+            Err(Errno::TimedOut) if self.retry_submit => self.submit_once(mem, cmds),
+            r => r,
+        }
+    }
+
+    /// Runs `f` with every command submission that times out retried once,
+    /// as the VT-d driver's teardowns do: for steps that cannot be undone
+    /// half-way (removing a PASID or a RID domain, releasing a master, the
+    /// invalidations that follow a replace), where giving up would leave a
+    /// live CD, a half-written STE or stale TLB and ATC entries behind.
+    pub(crate) fn retrying<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let was = std::mem::replace(&mut self.retry_submit, true);
+        let r = f(self);
+        self.retry_submit = was;
+        r
+    }
+
+    fn submit_once(&mut self, mem: &dyn PhysMem, cmds: &[Command]) -> Result<(), Errno> {
         let slots = 1usize << self.cmdq.log2;
         if cmds.len() + 1 >= slots {
             return Err(Errno::Inval);
@@ -600,6 +631,30 @@ impl<B: RegisterBus> SmmuDriver<B> {
         free_pages(frames, t.base, t.pages);
     }
 
+    /// Frees the level-2 CD table holding `ssid` (the CD table itself
+    /// stays): the L1CD is cleared and CFGI_CD without Leaf drops any copy
+    /// of it the SMMU holds (SMMUv3 §4.3.3) before the frames go back. If
+    /// that invalidation fails, the L1CD is restored and the leaf kept.
+    /// None of the leaf's CDs may be live.
+    fn free_cd_leaf(&mut self, mem: &dyn PhysMem, frames: &mut dyn FrameAllocator, sid: u32, ssid: u32) {
+        let index = ssid >> CD_SPLIT;
+        let Some(t) = self.masters.get(&sid).and_then(|m| m.cds.as_ref()).filter(|t| t.two_level) else { return };
+        let Some(leaf) = t.leaves.get(&index).copied() else { return };
+        let (Ok(sub), at) = (SubstreamId::try_new(ssid), Hpa::new(t.base.raw() + 8 * index as u64)) else { return };
+        let Ok(l1) = mem.read_u64(at) else { return };
+        if mem.write_u64(at, 0).is_err() {
+            return;
+        }
+        if self.submit(mem, &[Command::CfgiCd { sid: StreamId(sid), ssid: sub, leaf: false }]).is_err() {
+            let _ = mem.write_u64(at, l1);
+            return;
+        }
+        if let Some(t) = self.masters.get_mut(&sid).and_then(|m| m.cds.as_mut()) {
+            t.leaves.remove(&index);
+        }
+        free_pages(frames, leaf, (64u64 << CD_SPLIT) / 4096);
+    }
+
     /// Takes a live CD to `target` with the used-bits algorithm, each state
     /// followed by CFGI_CD + CMD_SYNC. Returns the number of syncs.
     fn write_cd(&mut self, mem: &dyn PhysMem, sid: u32, ssid: u32, target: &entry::Words) -> Result<usize, Errno> {
@@ -630,13 +685,21 @@ impl<B: RegisterBus> SmmuDriver<B> {
     /// CD `ssid` of the master at `sid` as it is in memory.
     ///
     /// # Errors
-    /// [`Errno::NoEnt`] when the master has no CD table or no leaf for
-    /// `ssid`; [`Errno::Fault`].
+    /// [`Errno::NoEnt`] when the master has no CD table, `ssid` is beyond
+    /// its SubstreamID bits (past the end of a linear table) or has no
+    /// leaf; [`Errno::Fault`].
     pub fn read_cd(&self, mem: &dyn PhysMem, sid: u32, ssid: u32) -> Result<Cd, Errno> {
-        let t = self.masters.get(&sid).and_then(|m| m.cds.as_ref()).ok_or(Errno::NoEnt)?;
+        let m = self.masters.get(&sid).filter(|m| ssid >> m.ssid_bits == 0).ok_or(Errno::NoEnt)?;
+        let t = m.cds.as_ref().ok_or(Errno::NoEnt)?;
         let at = Self::cd_addr(t, ssid).ok_or(Errno::NoEnt)?;
         Ok(Cd::from_words(Self::read_words(mem, at)?))
     }
+}
+
+/// Whether SubstreamIDs `a` and `b` have their CDs in the same level-2 CD
+/// table (of a 2-level CD table).
+fn same_cd_leaf(a: u32, b: u32) -> bool {
+    a >> CD_SPLIT == b >> CD_SPLIT
 }
 
 /// An STE that aborts every transaction silently.

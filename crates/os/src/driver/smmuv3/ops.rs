@@ -10,7 +10,7 @@ use iommu_format::smmuv3::ste::{S1Dss, Ste, SteConfig};
 use iommu_types::{Pasid, PhysMem, RegisterBus, SourceId, StreamId, SubstreamId};
 
 use super::entry::Words;
-use super::{HwAction, Master, SmmuDriver};
+use super::{same_cd_leaf, HwAction, Master, SmmuDriver};
 use crate::driver::{
     DeviceInfo, DomainConfig, DomainDesc, DomainRef, FaultBatch, FlushTarget, HwInfo, HwInfoData, IommuDriver,
 };
@@ -234,6 +234,22 @@ impl<B: RegisterBus> SmmuDriver<B> {
         }
     }
 
+    /// After CD `ssid` was cleared: frees the CD table once nothing needs
+    /// it, else the level-2 table holding `ssid` once none of its CDs is
+    /// in use, so that a failed attach, or a detach, leaves no table
+    /// memory behind that nothing reaches through a live CD.
+    fn release_cds(&mut self, mem: &dyn PhysMem, frames: &mut dyn FrameAllocator, sid: u32, ssid: u32) {
+        self.maybe_free_cds(frames, sid);
+        let unused = self.masters.get(&sid).is_some_and(|m| {
+            let rid_s1 = matches!(m.rid.map(|d| d.config), Some(DomainConfig::FirstStage { .. }));
+            let used = m.pasids.keys().any(|s| same_cd_leaf(*s, ssid)) || (rid_s1 && same_cd_leaf(0, ssid));
+            !used
+        });
+        if unused {
+            self.free_cd_leaf(mem, frames, sid, ssid);
+        }
+    }
+
     fn set_rid(
         &mut self,
         mem: &dyn PhysMem,
@@ -250,55 +266,63 @@ impl<B: RegisterBus> SmmuDriver<B> {
             DomainConfig::Nested { .. } => return Err(Errno::Inval),
             _ => {}
         }
-        match new.config {
+        let staged = match new.config {
             DomainConfig::FirstStage { .. } => {
                 let asid = self.asid_get(new.id)?;
-                let done = self.make_cd(new, asid, stall).and_then(|cd| {
+                self.make_cd(new, asid, stall).and_then(|cd| {
                     self.ensure_cd(mem, frames, sid, 0)?;
                     self.write_cd(mem, sid, 0, &cd)
-                });
-                if let Err(e) = done {
-                    let _ = self.ids_put(mem, new);
-                    self.maybe_free_cds(frames, sid);
-                    return Err(e);
-                }
+                })
             }
-            DomainConfig::SecondStage { .. } => {
-                self.vmid_get(new.id)?;
+            DomainConfig::SecondStage { .. } => self.vmid_get(new.id).map(|_| 0),
+            _ => Ok(0),
+        };
+        let result = staged.and_then(|_| {
+            if let Some(m) = self.masters.get_mut(&sid) {
+                m.rid = Some(*new);
             }
-            _ => {}
-        }
-        if let Some(m) = self.masters.get_mut(&sid) {
-            m.rid = Some(*new);
-        }
-        if let Err(e) = self.update_ste(mem, sid) {
-            // Put the old configuration back (its STE and CD 0).
+            self.update_ste(mem, sid)
+        });
+        if let Err(e) = result {
+            // Put the old configuration back: CD 0 as it was (the old
+            // stage-1 domain's, else cleared once the STE no longer uses
+            // it) and the STE.
             if let Some(m) = self.masters.get_mut(&sid) {
                 m.rid = old;
             }
-            if let Some(o) = old.filter(|o| matches!(o.config, DomainConfig::FirstStage { .. })) {
-                if let Some(asid) = self.asids.get(&o.id).map(|(a, _)| *a) {
-                    if let Ok(cd) = self.make_cd(&o, asid, stall) {
+            match old.filter(|o| matches!(o.config, DomainConfig::FirstStage { .. })) {
+                Some(o) => {
+                    if let Some(cd) = self.asids.get(&o.id).and_then(|(a, _)| self.make_cd(&o, *a, stall).ok()) {
                         let _ = self.write_cd(mem, sid, 0, &cd);
+                    }
+                    let _ = self.update_ste(mem, sid);
+                }
+                None => {
+                    let _ = self.update_ste(mem, sid);
+                    if matches!(new.config, DomainConfig::FirstStage { .. }) {
+                        let _ = self.write_cd(mem, sid, 0, &[0; 8]);
                     }
                 }
             }
-            let _ = self.update_ste(mem, sid);
             let _ = self.ids_put(mem, new);
-            self.maybe_free_cds(frames, sid);
+            self.release_cds(mem, frames, sid, 0);
             return Err(e);
         }
+        // The new domain is in effect: the old one's clean-up cannot be
+        // undone, so its steps are retried rather than given up.
         if let Some(old) = old {
-            let was_s1 = matches!(old.config, DomainConfig::FirstStage { .. });
-            if was_s1 && !matches!(new.config, DomainConfig::FirstStage { .. }) {
-                let _ = self.write_cd(mem, sid, 0, &[0; 8]);
-            }
-            let _ = self.ids_put(mem, &old);
-            if self.masters.get(&sid).is_some_and(|m| m.ats_on) && old.id != new.id {
-                let _ = self.submit(mem, &[atc_inv_all(sid, None)]);
-            }
+            self.retrying(|d| {
+                let was_s1 = matches!(old.config, DomainConfig::FirstStage { .. });
+                if was_s1 && !matches!(new.config, DomainConfig::FirstStage { .. }) {
+                    let _ = d.write_cd(mem, sid, 0, &[0; 8]);
+                }
+                let _ = d.ids_put(mem, &old);
+                if d.masters.get(&sid).is_some_and(|m| m.ats_on) && old.id != new.id {
+                    let _ = d.submit(mem, &[atc_inv_all(sid, None)]);
+                }
+            });
         }
-        self.maybe_free_cds(frames, sid);
+        self.release_cds(mem, frames, sid, 0);
         Ok(())
     }
 
@@ -355,15 +379,17 @@ impl<B: RegisterBus> SmmuDriver<B> {
             }
             let _ = self.update_ste(mem, sid);
             let _ = self.ids_put(mem, new);
-            self.maybe_free_cds(frames, sid);
+            self.release_cds(mem, frames, sid, ssid);
             return Err(e);
         }
         if let Some(old) = old {
-            let _ = self.ids_put(mem, &old);
-            if self.masters.get(&sid).is_some_and(|m| m.ats_on) {
-                let sub = SubstreamId::try_new(ssid).ok();
-                let _ = self.submit(mem, &[atc_inv_all(sid, sub)]);
-            }
+            self.retrying(|d| {
+                let _ = d.ids_put(mem, &old);
+                if d.masters.get(&sid).is_some_and(|m| m.ats_on) {
+                    let sub = SubstreamId::try_new(ssid).ok();
+                    let _ = d.submit(mem, &[atc_inv_all(sid, sub)]);
+                }
+            });
         }
         Ok(())
     }
@@ -422,9 +448,57 @@ impl<B: RegisterBus> SmmuDriver<B> {
         let idle = self.masters.get(&sid).is_some_and(|m| m.pasids.is_empty());
         if idle {
             self.update_ste(mem, sid)?;
-            self.maybe_free_cds(frames, sid);
         }
+        self.release_cds(mem, frames, sid, ssid);
         Ok(())
+    }
+
+    /// [`IommuDriver::release_device`]: every SubstreamID and the RID
+    /// domain removed, the STE aborting, the CD table freed.
+    fn release_master(&mut self, mem: &dyn PhysMem, frames: &mut dyn FrameAllocator, dev: &DeviceInfo) {
+        let sid = dev.sid.raw() as u32;
+        let Some(m) = self.masters.get(&sid).cloned() else { return };
+        for ssid in m.pasids.keys() {
+            let _ = self.remove_pasid(mem, frames, sid, *ssid, false);
+        }
+        if let Some(m) = self.masters.get_mut(&sid) {
+            m.rid = None;
+        }
+        let _ = self.update_ste(mem, sid);
+        if let Some(old) = m.rid {
+            let _ = self.ids_put(mem, &old);
+        }
+        self.free_cd_table(frames, sid);
+        self.masters.remove(&sid);
+    }
+
+    /// [`IommuDriver::remove_dev_pasid`].
+    fn remove_domain(
+        &mut self,
+        mem: &dyn PhysMem,
+        frames: &mut dyn FrameAllocator,
+        dev: &DeviceInfo,
+        pasid: Pasid,
+        fault_ignore: bool,
+    ) {
+        let sid = dev.sid.raw() as u32;
+        if pasid.raw() == 0 {
+            // No RID domain: the STE blocks (aborts, or terminates untagged
+            // traffic under a CD table).
+            let Some(old) = self.masters.get_mut(&sid).and_then(|m| m.rid.take()) else { return };
+            let _ = self.update_ste(mem, sid);
+            if matches!(old.config, DomainConfig::FirstStage { .. }) {
+                let _ = self.write_cd(mem, sid, 0, &[0; 8]);
+            }
+            let _ = self.ids_put(mem, &old);
+            self.release_cds(mem, frames, sid, 0);
+            return;
+        }
+        // Not repeated as a whole on error: the PASID may already be gone
+        // from the master (or its CD released) with the invalidations
+        // still owed, so each submission is retried instead (the caller
+        // runs this inside `retrying`).
+        let _ = self.remove_pasid(mem, frames, sid, pasid.raw(), fault_ignore);
     }
 }
 
@@ -465,20 +539,7 @@ impl<B: RegisterBus> IommuDriver for SmmuDriver<B> {
     }
 
     fn release_device(&mut self, mem: &dyn PhysMem, frames: &mut dyn FrameAllocator, dev: &DeviceInfo) {
-        let sid = dev.sid.raw() as u32;
-        let Some(m) = self.masters.get(&sid).cloned() else { return };
-        for ssid in m.pasids.keys() {
-            let _ = self.remove_pasid(mem, frames, sid, *ssid, false);
-        }
-        if let Some(m) = self.masters.get_mut(&sid) {
-            m.rid = None;
-        }
-        let _ = self.update_ste(mem, sid);
-        if let Some(old) = m.rid {
-            let _ = self.ids_put(mem, &old);
-        }
-        self.free_cd_table(frames, sid);
-        self.masters.remove(&sid);
+        self.retrying(|d| d.release_master(mem, frames, dev));
     }
 
     fn set_dev_pasid(
@@ -506,24 +567,7 @@ impl<B: RegisterBus> IommuDriver for SmmuDriver<B> {
         pasid: Pasid,
         fault_ignore: bool,
     ) {
-        let sid = dev.sid.raw() as u32;
-        if pasid.raw() == 0 {
-            // No RID domain: the STE blocks (aborts, or terminates untagged
-            // traffic under a CD table).
-            let Some(old) = self.masters.get_mut(&sid).and_then(|m| m.rid.take()) else { return };
-            let _ = self.update_ste(mem, sid);
-            if matches!(old.config, DomainConfig::FirstStage { .. }) {
-                let _ = self.write_cd(mem, sid, 0, &[0; 8]);
-            }
-            let _ = self.ids_put(mem, &old);
-            self.maybe_free_cds(frames, sid);
-            return;
-        }
-        // A failed step leaves the entry blocking or stale; retry once (an
-        // injected failure hits a single submission).
-        if self.remove_pasid(mem, frames, sid, pasid.raw(), fault_ignore).is_err() {
-            let _ = self.remove_pasid(mem, frames, sid, pasid.raw(), fault_ignore);
-        }
+        self.retrying(|d| d.remove_domain(mem, frames, dev, pasid, fault_ignore));
     }
 
     /// TLBI_NH_VA (range with IDR3.RIL) by ASID for stage-1 domains,
@@ -628,6 +672,12 @@ impl<B: RegisterBus> IommuDriver for SmmuDriver<B> {
         } else {
             PtFormat::ArmS1 { levels }
         }
+    }
+
+    /// PRI for PCIe functions (IDR0.PRI), stalls for platform masters when
+    /// the SMMU implements the stall model (§3.12.2).
+    fn iopf_capable(&self, dev: &DeviceInfo) -> bool {
+        (dev.pci && dev.pri && dev.ats && self.caps.pri) || (!dev.pci && self.caps.stall)
     }
 
     fn caches_not_present(&self) -> bool {
