@@ -21,7 +21,16 @@ fn examples() -> Vec<PathBuf> {
 #[test]
 fn there_is_an_example_per_seed_thread() {
     let names: Vec<String> = examples().iter().map(|p| p.file_stem().unwrap().to_string_lossy().into_owned()).collect();
-    for want in ["nested-guest-bind", "multi-bind-refused", "small-pasid-device", "aux-domains", "vm-teardown"] {
+    for want in [
+        "nested-guest-bind",
+        "multi-bind-refused",
+        "small-pasid-device",
+        "aux-domains",
+        "vm-teardown",
+        "smmuv3-sva",
+        "smmuv3-aux-domains",
+        "smmuv3-small-ssid",
+    ] {
         assert!(names.iter().any(|n| n == want), "examples/{want}.toml missing: {names:?}");
     }
 }

@@ -328,6 +328,10 @@ cases! {
     misspelt_key_reported_before_the_missing_one: step("op = \"dma-read\"\ndevice = \"gpu\"\naddr = 0\nsize = 4"),
         at "size" => "unknown key `size`", "len";
     bdf_with_a_sign: replace("bdf = \"00:01.0\"", "bdf = \"+0:+1.+0\""), at "+0:+1.+0" => "expected BB:DD.F";
+    mdev_with_its_own_bdf: after("bdf = \"00:03.0\"", "\n[[device]]\nname = \"m0\"\nparent = \"gpu\"\nbdf = \"00:09.0\""), at "00:09.0" =>
+        "a mediated device (with `parent`) takes only `name` and `parent`, not `bdf`";
+    mdev_of_an_unknown_parent: after("bdf = \"00:03.0\"", "\n[[device]]\nname = \"m0\"\nparent = \"tpu\""), at "\"tpu\"" =>
+        "parent `tpu`: expected the name of an earlier [[device]]";
     corrupt_pte_without_owner: step("op = \"corrupt-pte\"\nva = 0x4000_0000\nvalue = 0"), at HEADER =>
         "give exactly one of `process` or `domain`";
 }
@@ -336,7 +340,7 @@ cases! {
 fn a_missing_section_field_points_at_its_table() {
     let text = after("bdf = \"00:03.0\"", "\n[[device]] # no bdf\nname = \"tpu\"");
     let e = parse_err(&text);
-    assert!(e.message.contains("missing field `bdf`"), "{e}");
+    assert!(e.message.contains("missing key `bdf`"), "{e}");
     assert_eq!(e.line, Some(line_of(&text, "# no bdf")), "the [[device]] header: {e}");
 }
 

@@ -47,7 +47,13 @@ impl<P: Platform> Machine<'_, P> {
             DmaSpace::Rid => Ok(None),
             DmaSpace::Pasid(p) => Ok(Some(Pasid::new(p))),
             DmaSpace::Bond(b) => {
-                match self.bonds.get(b).copied().flatten().map(|x| x.pasid).or(self.aux.get(b).copied().flatten()) {
+                match self.bonds.get(b).copied().flatten().map(|x| x.pasid).or(self
+                    .aux
+                    .get(b)
+                    .copied()
+                    .flatten()
+                    .map(|a| a.pasid))
+                {
                     Some(pasid) => Ok(Some(pasid)),
                     None => Err(Outcome::Errno(iommu_os::Errno::NoEnt, "the bond is not bound".into())),
                 }

@@ -113,10 +113,22 @@ fn expect_text(e: &Expect) -> String {
     }
 }
 
+/// What an `aux-attach` name stands for: the PASID, for that scenario
+/// domain and device (a later detach of that pair retires the name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AuxName {
+    pub(crate) pasid: Pasid,
+    pub(crate) domain: usize,
+    pub(crate) device: usize,
+}
+
 /// A device of the machine.
 #[derive(Debug)]
 pub(crate) struct Dev<P: Platform> {
+    /// The physical device (the parent, for a mediated device).
     pub(crate) info: DeviceInfo,
+    /// The id kernel calls name: a mediated device's own id, else `info.id`.
+    pub(crate) kernel_id: DeviceId,
     pub(crate) endpoint: P::Endpoint,
     pub(crate) removed: bool,
 }
@@ -153,7 +165,7 @@ pub(crate) struct Machine<'s, P: Platform> {
     pub(crate) vms: Vec<Option<VmState>>,
     pub(crate) bonds: Vec<Option<Bond>>,
     /// PASIDs of aux-domain attachments, by the same names as bonds.
-    pub(crate) aux: Vec<Option<Pasid>>,
+    pub(crate) aux: Vec<Option<AuxName>>,
     pub(crate) domains: Vec<Option<DomainRef>>,
     /// Reference page maps of the scenario's paging domains (page → frame).
     pub(crate) domain_pages: Vec<BTreeMap<u64, Hpa>>,
@@ -250,6 +262,20 @@ impl<'s, P: Platform> Machine<'s, P> {
     /// Devices, then the leak baseline, then processes and VMs.
     fn setup(&mut self) {
         for d in &self.sc.devices {
+            if let Some(pi) = d.parent {
+                // A mediated device: the parent's identity, its own kernel id.
+                let info = self.devs[pi].info;
+                let kernel_id = match self.host.add_mdev(info.id) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.report.setup_errors.push(format!("device `{}`: add_mdev: {e}", d.name));
+                        info.id
+                    }
+                };
+                let endpoint = self.hw.endpoint(&info);
+                self.devs.push(Dev { info, kernel_id, endpoint, removed: false });
+                continue;
+            }
             let info = DeviceInfo {
                 id: DeviceId(self.devs.len() as u32 + 1),
                 sid: d.sid,
@@ -263,7 +289,7 @@ impl<'s, P: Platform> Machine<'s, P> {
                 self.report.setup_errors.push(format!("device `{}`: add_device: {e}", d.name));
             }
             let endpoint = self.hw.endpoint(&info);
-            self.devs.push(Dev { info, endpoint, removed: false });
+            self.devs.push(Dev { info, kernel_id: info.id, endpoint, removed: false });
         }
         self.checks.baseline = Some(HostSnapshot::take(&self.host));
         for (i, p) in self.sc.processes.iter().enumerate() {
@@ -296,7 +322,7 @@ impl<'s, P: Platform> Machine<'s, P> {
         let mut vm = Vm::create(&mut self.host, self.mem.clone(), cfg).map_err(|e| e.to_string())?;
         let mut devs = BTreeMap::new();
         for (d, gsid) in &spec.devices {
-            let idx = vm.assign_device(&mut self.host, self.devs[*d].info.id, *gsid);
+            let idx = vm.assign_device(&mut self.host, self.devs[*d].kernel_id, *gsid);
             match idx {
                 Ok(x) => {
                     devs.insert(*d, x);

@@ -207,7 +207,7 @@ impl<P: Platform> Machine<'_, P> {
     /// The kernel's device id for scenario device `d` in `ctx`.
     fn dev_id(&self, ctx: Ctx, d: usize) -> Option<iommu_os::pasid::DeviceId> {
         match ctx {
-            Ctx::Host => self.devs.get(d).map(|x| x.info.id),
+            Ctx::Host => self.devs.get(d).map(|x| x.kernel_id),
             Ctx::Vm(v) => {
                 let s = self.vms.get(v)?.as_ref()?;
                 let idx = *s.devs.get(&d)?;
@@ -328,7 +328,7 @@ impl<P: Platform> Machine<'_, P> {
             Op::Unmap { domain, iova, len } => self.unmap(*domain, *iova, *len),
             Op::Attach { domain, device, pasid } | Op::Replace { domain, device, pasid } => {
                 let Some(d) = self.domains[*domain] else { return gone("the domain") };
-                let dev = self.devs[*device].info.id;
+                let dev = self.devs[*device].kernel_id;
                 let replace = matches!(op, Op::Replace { .. });
                 let iommu = self.host.iommu_mut();
                 let r = match (pasid, replace) {
@@ -340,7 +340,7 @@ impl<P: Platform> Machine<'_, P> {
                 unit(Some(r))
             }
             Op::Detach { domain, device, pasid } => {
-                let dev = self.devs[*device].info.id;
+                let dev = self.devs[*device].kernel_id;
                 match (pasid, domain) {
                     (Some(p), Some(d)) => {
                         let Some(d) = self.domains[*d] else { return gone("the domain") };
@@ -362,9 +362,9 @@ impl<P: Platform> Machine<'_, P> {
             }
             Op::AuxAttach { domain, device, pasid } => {
                 let Some(d) = self.domains[*domain] else { return gone("the domain") };
-                match self.host.aux_attach(d, self.devs[*device].info.id) {
+                match self.host.aux_attach(d, self.devs[*device].kernel_id) {
                     Ok(p) => {
-                        self.aux[*pasid] = Some(p);
+                        self.aux[*pasid] = Some(super::AuxName { pasid: p, domain: *domain, device: *device });
                         Outcome::Ok(format!("PASID {}", p.raw()), None)
                     }
                     Err(e) => errno(e),
@@ -372,12 +372,13 @@ impl<P: Platform> Machine<'_, P> {
             }
             Op::AuxDetach { domain, device } => {
                 let Some(d) = self.domains[*domain] else { return gone("the domain") };
-                let dev = self.devs[*device].info.id;
-                let pasid = self.host.aux_get_pasid(d);
+                let dev = self.devs[*device].kernel_id;
                 let r = self.host.aux_detach(d, dev);
                 if r.is_ok() {
-                    // The name no longer stands for a PASID.
-                    for a in self.aux.iter_mut().filter(|a| a.is_some() && **a == pasid) {
+                    // The device's names no longer stand for a PASID.
+                    for a in
+                        self.aux.iter_mut().filter(|a| a.is_some_and(|a| (a.domain, a.device) == (*domain, *device)))
+                    {
                         *a = None;
                     }
                 }
@@ -419,14 +420,14 @@ impl<P: Platform> Machine<'_, P> {
                     gpgd: Gpa::new(*gpgd),
                     addr_width: 48,
                 };
-                unit(Some(self.host.bind_gpasid(self.devs[*device].info.id, s, &data)))
+                unit(Some(self.host.bind_gpasid(self.devs[*device].kernel_id, s, &data)))
             }
             Op::GpasidUnbind { device, pasid } => {
                 let Some(p) = self.ioasids[*pasid] else { return gone("the IOASID") };
-                unit(Some(self.host.unbind_gpasid(self.devs[*device].info.id, p)))
+                unit(Some(self.host.unbind_gpasid(self.devs[*device].kernel_id, p)))
             }
             Op::RemoveDevice { device } => {
-                let r = self.host.remove_device(self.devs[*device].info.id);
+                let r = self.host.remove_device(self.devs[*device].kernel_id);
                 if r.is_ok() {
                     self.devs[*device].removed = true;
                 }

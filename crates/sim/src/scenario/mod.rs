@@ -93,6 +93,9 @@ pub struct DeviceSpec {
     pub pci: bool,
     /// Its IOMMU group.
     pub group: u32,
+    /// For a mediated device: its parent (a device index). It then has
+    /// the parent's requester ID and capabilities.
+    pub parent: Option<usize>,
 }
 
 /// A process (host, or guest inside a VM) and its initial mappings.

@@ -69,7 +69,8 @@ struct ChecksToml {
 #[serde(deny_unknown_fields)]
 struct DeviceToml {
     name: Spanned<String>,
-    bdf: Spanned<String>,
+    bdf: Option<Spanned<String>>,
+    parent: Option<Spanned<String>>,
     pasids: Option<Spanned<i64>>,
     ats: Option<bool>,
     pri: Option<bool>,
@@ -319,9 +320,17 @@ impl<'a> Builder<'a> {
         let t = d.get_ref();
         let taken: Vec<&str> = self.sc.devices.iter().map(|d| d.name.as_str()).collect();
         let name = check_name(loc, &t.name, &taken, "device")?;
-        let sid = parse_bdf(loc, &t.bdf)?;
-        if let Some(other) = self.sc.devices.iter().find(|o| o.sid == sid) {
-            return Err(loc.at(t.bdf.span(), format!("bdf {sid} is already device `{}`", other.name)));
+        if let Some(p) = &t.parent {
+            return self.mdev(d, name, p);
+        }
+        let Some(bdf) = &t.bdf else {
+            return Err(
+                loc.at(d.span(), format!("device `{name}`: missing key `bdf` (or `parent` for a mediated device)"))
+            );
+        };
+        let sid = parse_bdf(loc, bdf)?;
+        if let Some(other) = self.sc.devices.iter().find(|o| o.sid == sid && o.parent.is_none()) {
+            return Err(loc.at(bdf.span(), format!("bdf {sid} is already device `{}`", other.name)));
         }
         let pasids = t.pasids.as_ref().map(|v| int_in(loc, v, "pasids", 0, 1 << 20)).transpose()?.unwrap_or(1 << 20);
         let pci = match &t.bus {
@@ -339,7 +348,42 @@ impl<'a> Builder<'a> {
             // A device without a group gets one of its own, numbered above
             // every group a scenario can name.
             group: group.map_or(MAX_GROUP as u32 + 1 + self.sc.devices.len() as u32, |g| g as u32),
+            parent: None,
         };
+        self.sc.devices.push(spec);
+        Ok(())
+    }
+
+    /// A mediated device: a name and its parent, nothing else (it has the
+    /// parent's requester ID and capabilities).
+    fn mdev(&mut self, d: &Spanned<DeviceToml>, name: String, p: &Spanned<String>) -> Result<(), ScenarioError> {
+        let loc = &self.loc;
+        let t = d.get_ref();
+        // Where the offending key is, when its value carries a span.
+        let extra = [
+            ("bdf", t.bdf.as_ref().map(|v| Some(v.span()))),
+            ("pasids", t.pasids.as_ref().map(|v| Some(v.span()))),
+            ("ats", t.ats.map(|_| None)),
+            ("pri", t.pri.map(|_| None)),
+            ("bus", t.bus.as_ref().map(|v| Some(v.span()))),
+            ("group", t.group.as_ref().map(|v| Some(v.span()))),
+        ];
+        if let Some((k, Some(at))) = extra.into_iter().find(|(_, set)| set.is_some()) {
+            return Err(loc.at(
+                at.unwrap_or_else(|| d.span()),
+                format!("device `{name}`: a mediated device (with `parent`) takes only `name` and `parent`, not `{k}`"),
+            ));
+        }
+        let Some(pi) = self.sc.devices.iter().position(|x| &x.name == p.get_ref()) else {
+            return Err(
+                loc.at(p.span(), format!("parent `{}`: expected the name of an earlier [[device]]", p.get_ref()))
+            );
+        };
+        let parent = &self.sc.devices[pi];
+        if parent.parent.is_some() {
+            return Err(loc.at(p.span(), format!("parent `{}` is itself a mediated device", p.get_ref())));
+        }
+        let spec = DeviceSpec { name, parent: Some(pi), ..parent.clone() };
         self.sc.devices.push(spec);
         Ok(())
     }
@@ -412,6 +456,15 @@ impl<'a> Builder<'a> {
                     format!("unknown device `{}`: expected one of the [[device]] names", dt.device.get_ref()),
                 )
             })?;
+            if self.sc.devices[idx].parent.is_some() {
+                return Err(loc.at(
+                    dt.device.span(),
+                    format!(
+                        "device `{}` is a mediated device: only physical devices are assigned",
+                        dt.device.get_ref()
+                    ),
+                ));
+            }
             if devices.iter().any(|(i, _)| *i == idx) {
                 return Err(loc.at(dt.device.span(), format!("device `{}` is assigned twice", dt.device.get_ref())));
             }
