@@ -54,9 +54,9 @@ impl Rig {
     ///
     /// The RID domains are paging rather than identity on purpose: under an
     /// identity RID the driver returns the STE to bypass once the last SSID
-    /// is gone (semantics §4.8), and the hardware model (crates/hw) lets
-    /// SSID-tagged transactions through a bypass STE, where SMMUv3 §3.3.2
-    /// terminates them; a stage-1 RID keeps the CD table, so a cleared CD
+    /// is gone (semantics §4.8), and SSID-tagged transactions then abort
+    /// with C_BAD_SUBSTREAMID whatever the CD held (SMMUv3 §3.9); a
+    /// stage-1 RID keeps the CD table, so it is the cleared CD that
     /// faults, and keeps ATS on, so only the per-SSID ATC_INV can remove
     /// the SSID's ATC entries.
     fn new() -> Self {
