@@ -7,6 +7,8 @@
 //! and the operation must then succeed when retried without injection.
 
 mod common;
+#[path = "common/sweep.rs"]
+mod sweep;
 
 use common::*;
 use iommu_hw::vtd::VtdConfig;
@@ -25,14 +27,6 @@ const RW: Perm = Perm { read: true, write: true, exec: false };
 /// PASIDs from 64 up live in PASID tables the devices do not have yet, so
 /// attaching there allocates.
 const P: Pasid = Pasid::new(100);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Inject {
-    /// The N-th frame allocation fails (ENOMEM).
-    Alloc,
-    /// The N-th invalidation-queue submission fails (a time-out).
-    Step,
-}
 
 /// What the sweep compares before and after a failed run.
 #[derive(Debug, PartialEq, Eq)]
@@ -107,46 +101,11 @@ fn observe(c: &Ctx) -> Observed {
     }
 }
 
-fn inject(c: &mut Ctx, kind: Inject, n: Option<u64>) {
-    match kind {
-        Inject::Alloc => c.os.iommu_mut().frames_mut().fail_nth(n),
-        Inject::Step => c.os.iommu_mut().driver_mut().fail_nth_submit(n),
-    }
-}
+sweep::swept_kernel!(Ctx, Observed);
 
-fn steps(c: &Ctx, kind: Inject) -> u64 {
-    match kind {
-        Inject::Alloc => c.os.iommu().frames().allocations(),
-        Inject::Step => c.os.iommu().driver().submissions(),
-    }
-}
-
-/// Runs the sweep for `op` after `prepare`: a clean run counts the
-/// allocations and hardware steps the operation takes, then each of them
-/// is made to fail in turn. Returns how many runs failed per kind.
+/// [`sweep::sweep`] on this file's machine.
 fn sweep(name: &str, prepare: fn(&mut Ctx), op: fn(&mut Ctx) -> Result<(), Errno>) -> [u64; 2] {
-    let mut failures = [0; 2];
-    for (k, kind) in [Inject::Alloc, Inject::Step].into_iter().enumerate() {
-        let mut clean = machine();
-        prepare(&mut clean);
-        let start = steps(&clean, kind);
-        assert_eq!(op(&mut clean), Ok(()), "{name}: clean run failed");
-        let total = steps(&clean, kind) - start;
-        for n in 1..=total {
-            let mut c = machine();
-            prepare(&mut c);
-            let before = observe(&c);
-            inject(&mut c, kind, Some(n));
-            let result = op(&mut c);
-            inject(&mut c, kind, None);
-            if let Err(e) = result {
-                failures[k] += 1;
-                assert_eq!(observe(&c), before, "{name}: {kind:?} n={n} failed with {e:?} but changed state");
-                assert_eq!(op(&mut c), Ok(()), "{name}: {kind:?} n={n}: retry without injection failed");
-            }
-        }
-    }
-    failures
+    sweep::sweep(name, prepare, op)
 }
 
 fn nothing(_: &mut Ctx) {}

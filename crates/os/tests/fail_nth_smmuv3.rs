@@ -14,7 +14,12 @@
 //! teardown is finished, frames and PASIDs are back where they would be
 //! had the bind never happened.
 
+#[path = "common/sweep.rs"]
+mod sweep;
+
 use std::sync::Arc;
+
+use sweep::{Inject, Swept};
 
 use iommu_format::smmuv3::ste::{Ste, SteConfig};
 use iommu_hw::smmuv3::{AtsCompletion, Request, Smmu, SmmuConfig};
@@ -43,14 +48,6 @@ const IOVA: u64 = 0x1000_0000;
 const DATA: u64 = 0x900_0000;
 /// SubstreamIDs whose CDs the sweep compares (where the master has them).
 const SSIDS: [u32; 4] = [0, 1, P.raw(), FAR.raw()];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Inject {
-    /// The N-th frame allocation fails (ENOMEM).
-    Alloc,
-    /// The N-th command-queue submission fails (a CMD_SYNC time-out).
-    Step,
-}
 
 /// What the sweep compares before and after a failed run.
 #[derive(Debug, PartialEq, Eq)]
@@ -172,59 +169,21 @@ fn observe(c: &Ctx) -> Observed {
     }
 }
 
-fn inject(c: &mut Ctx, kind: Inject, n: Option<u64>) {
-    match kind {
-        Inject::Alloc => c.os.iommu_mut().frames_mut().fail_nth(n),
-        Inject::Step => c.os.iommu_mut().driver_mut().fail_nth_submit(n),
-    }
-}
+sweep::swept_kernel!(Ctx, Observed);
 
-fn steps(c: &Ctx, kind: Inject) -> u64 {
-    match kind {
-        Inject::Alloc => c.os.iommu().frames().allocations(),
-        Inject::Step => c.os.iommu().driver().submissions(),
-    }
-}
-
-/// Runs the sweep for `op` after `prepare`: a clean run counts the
-/// allocations and submissions the operation takes, then each of them is
-/// made to fail in turn. Returns how many runs failed per kind.
+/// [`sweep::sweep`] on this file's machine.
 fn sweep(name: &str, prepare: fn(&mut Ctx), op: fn(&mut Ctx) -> Result<(), Errno>) -> [u64; 2] {
-    sweep_retaining(name, prepare, op, |_, _| {})
+    sweep::sweep(name, prepare, op)
 }
 
-/// [`sweep`], where `retained(before, after)` first adds to `before` what
-/// a failed run leaves behind by design.
+/// [`sweep::sweep_retaining`] on this file's machine.
 fn sweep_retaining(
     name: &str,
     prepare: fn(&mut Ctx),
     op: fn(&mut Ctx) -> Result<(), Errno>,
     retained: fn(&mut Observed, &Observed),
 ) -> [u64; 2] {
-    let mut failures = [0; 2];
-    for (k, kind) in [Inject::Alloc, Inject::Step].into_iter().enumerate() {
-        let mut clean = machine();
-        prepare(&mut clean);
-        let start = steps(&clean, kind);
-        assert_eq!(op(&mut clean), Ok(()), "{name}: clean run failed");
-        let total = steps(&clean, kind) - start;
-        for n in 1..=total {
-            let mut c = machine();
-            prepare(&mut c);
-            let before = observe(&c);
-            inject(&mut c, kind, Some(n));
-            let result = op(&mut c);
-            inject(&mut c, kind, None);
-            if let Err(e) = result {
-                failures[k] += 1;
-                let (mut before, after) = (before, observe(&c));
-                retained(&mut before, &after);
-                assert_eq!(after, before, "{name}: {kind:?} n={n} failed with {e:?} but changed state");
-                assert_eq!(op(&mut c), Ok(()), "{name}: {kind:?} n={n}: retry without injection failed");
-            }
-        }
-    }
-    failures
+    sweep::sweep_retaining(name, prepare, op, retained)
 }
 
 /// Runs `op` after `prepare` once cleanly and then with each of its
@@ -238,16 +197,16 @@ fn sweep_submissions<T, R>(
 ) -> u64 {
     let mut clean = machine();
     let t = prepare(&mut clean);
-    let start = steps(&clean, Inject::Step);
+    let start = clean.steps(Inject::Step);
     let r = op(&mut clean, &t);
-    let total = steps(&clean, Inject::Step) - start;
+    let total = clean.steps(Inject::Step) - start;
     check(&mut clean, &t, r, "clean run");
     for n in 1..=total {
         let mut c = machine();
         let t = prepare(&mut c);
-        inject(&mut c, Inject::Step, Some(n));
+        c.inject(Inject::Step, Some(n));
         let r = op(&mut c, &t);
-        inject(&mut c, Inject::Step, None);
+        c.inject(Inject::Step, None);
         check(&mut c, &t, r, &format!("submission {n} failed"));
     }
     total
