@@ -77,6 +77,8 @@ impl<M: PhysMem, I: InterruptSink> Smmu<M, I> {
         shadow.ctl_word.store(self.ctl_word.load(Ordering::Acquire), Ordering::Release);
         shadow.strtab_base.store(self.strtab_base.load(Ordering::Acquire), Ordering::Release);
         let sctl = shadow.ctl();
+        // Each check walks: two current contexts may share an ASID/VMID
+        // tag, and a shadow TLB hit must not stand in for the other's walk.
         let now = |c: &ResolvedCtx, addr: u64, access: Access| {
             shadow.tlb.invalidate_all();
             shadow.translate_ctx(c, addr, access).ok().map(|t| t.pa)

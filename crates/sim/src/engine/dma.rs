@@ -47,13 +47,8 @@ impl<P: Platform> Machine<'_, P> {
             DmaSpace::Rid => Ok(None),
             DmaSpace::Pasid(p) => Ok(Some(Pasid::new(p))),
             DmaSpace::Bond(b) => {
-                match self.bonds.get(b).copied().flatten().map(|x| x.pasid).or(self
-                    .aux
-                    .get(b)
-                    .copied()
-                    .flatten()
-                    .map(|a| a.pasid))
-                {
+                let aux = self.aux.get(b).copied().flatten().map(|a| a.pasid);
+                match self.bonds.get(b).copied().flatten().map(|x| x.pasid).or(aux) {
                     Some(pasid) => Ok(Some(pasid)),
                     None => Err(Outcome::Errno(iommu_os::Errno::NoEnt, "the bond is not bound".into())),
                 }
@@ -158,15 +153,14 @@ impl<P: Platform> Machine<'_, P> {
         let info = self.devs[device].info;
         for _ in 0..RETRIES {
             let r = self.hw.access(&mut self.devs[device].endpoint, &info, pasid, addr, &mut access);
-            let (token, what) = match r {
+            let (token, id, what) = match r {
                 Attempt::Done(h) => return Ok(h),
                 Attempt::Fault(code, d) => return Err(Outcome::Fault(code, d)),
                 Attempt::Failed(d) => return Err(Outcome::Failed(d)),
-                Attempt::Waiting(token, what) => (token, what),
+                Attempt::Waiting { token, id, what } => (token, id, what),
             };
             self.report.page_requests.sent += 1;
             let name = self.sc.devices[device].name.clone();
-            let id = token & 0x7FFF;
             self.trace(name.clone(), format!("{what} {id} for {addr:#x}"));
             if let Err(e) = self.host.service_page_requests() {
                 self.trace("host", format!("servicing page requests: {e}"));

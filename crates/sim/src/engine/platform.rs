@@ -35,9 +35,17 @@ pub(crate) enum Attempt {
     Done(Hpa),
     /// The IOMMU refused it (with the architectural code, when known).
     Fault(Option<FaultCode>, String),
-    /// The device is waiting for an answer (a page request group, or a
-    /// stalled transaction) identified by this token.
-    Waiting(u16, &'static str),
+    /// The device is waiting for an answer to `what` (a page request
+    /// group, or a stalled transaction) numbered `id` (PRG index, STAG);
+    /// [`Platform::answer`] takes `token`.
+    Waiting {
+        /// What identifies the wait to [`Platform::answer`].
+        token: u16,
+        /// The number the architecture gives it.
+        id: u16,
+        /// What is awaited.
+        what: &'static str,
+    },
     /// Something else stopped it.
     Failed(String),
 }
@@ -153,7 +161,7 @@ impl Platform for Vtd {
             EndpointDma::Done(h) => Attempt::Done(h),
             EndpointDma::Failed => Attempt::Fault(None, "translation request refused".into()),
             EndpointDma::RequestRefused(why) => Attempt::Failed(format!("page request refused: {why:?}")),
-            EndpointDma::PageRequested(prgi) => Attempt::Waiting(prgi, "page request group"),
+            EndpointDma::PageRequested(prgi) => Attempt::Waiting { token: prgi, id: prgi, what: "page request group" },
         }
     }
 
@@ -269,7 +277,7 @@ impl Platform for Smmuv3 {
             return match smmu.translate(&req) {
                 Ok(t) => mem_access(smmu.mem(), Hpa::new(t.pa), access),
                 Err(t) => match t.stalled {
-                    Some(stag) => Attempt::Waiting(STALL_TOKEN | stag, "stalled transaction"),
+                    Some(stag) => Attempt::Waiting { token: STALL_TOKEN | stag, id: stag, what: "stalled transaction" },
                     None => Attempt::Fault(t.event.map(|e| FaultCode::Smmu(e.id)), String::new()),
                 },
             };
@@ -282,7 +290,7 @@ impl Platform for Smmuv3 {
             EndpointAccess::Done(h) => Attempt::Done(h),
             EndpointAccess::Failed => Attempt::Fault(None, "translation request refused".into()),
             EndpointAccess::RequestRefused(why) => Attempt::Failed(format!("page request refused: {why:?}")),
-            EndpointAccess::PageRequested(g) => Attempt::Waiting(g, "page request group"),
+            EndpointAccess::PageRequested(g) => Attempt::Waiting { token: g, id: g, what: "page request group" },
         }
     }
 
